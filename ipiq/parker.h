@@ -1,0 +1,81 @@
+// parker.h
+//
+// ipiq::parker: lets a consumer (an idle worker) sleep in the kernel when it has no work, and
+// lets any producer wake it, without a lost wakeup and with at most one system call per
+// park. Used by the worker inbox now and by the IPI rings later; it knows nothing about what
+// the work is.
+//
+// Protocol (Dekker-style; the two seq_cst fences are the whole argument):
+//   consumer:  prepare_park()  [_state = kParked; fence]
+//              if (work is visible) cancel_park(); else park();
+//   producer:  publish work;  kick()  [fence; if _state == kParked, swap to kRunning, wake]
+// Why no wakeup is lost: the fences are totally ordered. If the consumer's fence comes
+// first, the producer's load after its own fence sees kParked and wakes it. If the
+// producer's fence comes first, the consumer's check after its fence sees the work and does
+// not sleep. The futex sleep itself re-checks `_state == kParked` in the kernel, so a kick
+// that lands between the check and the sleep makes the sleep return at once.
+// A kick that finds the consumer running costs one fence and one load (no RMW, no syscall).
+#pragma once
+
+#include <time.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "ipiq/internal/futex.h"
+
+namespace ipiq {
+
+class parker {
+ public:
+  static constexpr std::uint32_t kRunning = 0;
+  static constexpr std::uint32_t kParked = 1;
+
+  // Consumer: announces the intent to sleep. Must be followed by a check for work and then
+  // cancel_park() or park(). Runs on: the consumer only.
+  void prepare_park() {
+    _state.store(kParked, std::memory_order_relaxed);
+    // ordering: store-load barrier. The announcement must be visible before the consumer
+    // reads the work queue (pairs with the fence in kick()); acquire/release cannot order a
+    // store before a later load.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
+
+  // Consumer: found work after prepare_park(); stay awake. Runs on: the consumer only.
+  void cancel_park() { _state.store(kRunning, std::memory_order_relaxed); }
+
+  // Consumer: sleeps until kicked (or `timeout`, relative, when not null; or spuriously).
+  // Returns with the state back at kRunning. Runs on: the consumer only.
+  void park(const struct timespec* timeout = nullptr) {
+    // The kernel compares _state with kParked atomically with going to sleep.
+    internal::futex_wait(&_state, kParked, timeout);
+    ++_parks;
+    // acquire: pairs with the acq_rel exchange in kick(); not needed for the work queue
+    // (which has its own acquire) but keeps the state word's history simple.
+    _state.store(kRunning, std::memory_order_relaxed);
+  }
+
+  // Producer: call after publishing work. Wakes the consumer if it announced parking.
+  // Returns true if this call performed the wake (a system call).
+  // Runs on: any OS thread.
+  bool kick() {
+    // ordering: store-load barrier, pairs with the fence in prepare_park(): the work
+    // published before this point must be ordered before the load of _state below.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (_state.load(std::memory_order_relaxed) != kParked) return false;
+    // acq_rel: only one of several concurrent producers wins the swap and pays the syscall.
+    if (_state.exchange(kRunning, std::memory_order_acq_rel) != kParked) return false;
+    internal::futex_wake(&_state, 1);
+    return true;
+  }
+
+  // Number of times the consumer went to sleep (consumer-written; for statistics).
+  std::uint64_t parks() const { return _parks; }
+
+ private:
+  // written: consumer (kParked, kRunning), producers (swap to kRunning); read: both.
+  std::atomic<std::uint32_t> _state{kRunning};
+  std::uint64_t _parks = 0;  // written and read: consumer only
+};
+
+}  // namespace ipiq

@@ -1,0 +1,39 @@
+// clock.h
+//
+// cheap_clock(): a monotonic tick counter that costs a few nanoseconds (x86 TSC, AArch64
+// CNTVCT), used by the scheduler clock at switch points. ticks_per_us() is calibrated once
+// per process against CLOCK_MONOTONIC.
+#pragma once
+
+#include <cstdint>
+
+namespace lwkt::internal {
+
+inline std::uint64_t cheap_clock() {
+#if defined(__x86_64__)
+  std::uint32_t lo, hi;
+  asm volatile("rdtsc" : "=a"(lo), "=d"(hi));
+  return (static_cast<std::uint64_t>(hi) << 32) | lo;
+#else
+  std::uint64_t v;
+  asm volatile("mrs %0, cntvct_el0" : "=r"(v));
+  return v;
+#endif
+}
+
+// Ticks of cheap_clock() per microsecond (calibrated on first use; thread-safe).
+double ticks_per_us();
+
+inline std::uint64_t ns_to_ticks(std::int64_t ns) {
+  return static_cast<std::uint64_t>(static_cast<double>(ns) * ticks_per_us() / 1000.0);
+}
+
+inline void cpu_pause() {
+#if defined(__x86_64__)
+  __builtin_ia32_pause();
+#else
+  asm volatile("yield");
+#endif
+}
+
+}  // namespace lwkt::internal

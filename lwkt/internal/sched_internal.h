@@ -1,0 +1,44 @@
+// sched_internal.h: functions shared by the scheduler, thread lifecycle and runtime files.
+#pragma once
+
+#include "absl/status/statusor.h"
+#include "lwkt/internal/globaldata.h"
+#include "lwkt/thread.h"
+
+namespace lwkt::internal {
+
+// Queues msg on gd's inbox, flags RQF_IPIQ if it was empty and kicks a parked worker.
+// Runs on: any OS thread.
+void post(globaldata* gd, ipiq::inbox_msg* msg);
+// Runs every queued inbox message (with gd_intr_nesting_level raised: no switching).
+// Runs on: gd's worker inside a critical section (or, after shutdown, the joining thread).
+void drain_inbox(globaldata* gd);
+
+// Links td on gd's run queue if not yet there; requests a reschedule if td became the head
+// and is not running. Runs on: gd's worker inside a critical section.
+void enqueue(globaldata* gd, thread* td);
+void dequeue(globaldata* gd, thread* td);
+
+// Like lwkt::schedule(), for wakeups that may race with td's exit (the caller holds td):
+// a wakeup that finds td exited is dropped instead of diagnosed. Runs on: any OS thread.
+void wakeup_thread(thread* td);
+
+// Finishes the switch away from prev on the thread that now runs (DragonFly
+// lwkt_switch_return): clears prev's TDF_RUNNING and reaps it if it exited.
+void switch_return(globaldata* gd, thread* prev);
+// Reaps an exited thread once it is off its stack (thread.cc).
+void reap(globaldata* gd, thread* td);
+
+// Creates a thread owned by gd (thread.cc). Options must already be validated.
+absl::StatusOr<thread_ref> create_local(globaldata* gd, void (*fn)(void*), void* arg,
+                                        absl::AnyInvocable<void()> callable,
+                                        const thread_options& opts);
+// Creates a thread on the worker the options (or the rotor) select, locally or by request.
+absl::StatusOr<thread_ref> create_on(runtime_state* rs, void (*fn)(void*), void* arg,
+                                     absl::AnyInvocable<void()> callable,
+                                     const thread_options& opts);
+
+// The idle loop of a worker (worker.cc): runs threads, drains the inbox, spins, parks.
+void idle_loop(globaldata* gd);
+
+}  // namespace lwkt::internal

@@ -1,0 +1,80 @@
+// switch_aarch64_aapcs_elf.S: the lwkt context switch for AArch64, AAPCS64, ELF, GNU as.
+//
+// Saved (callee-saved by AAPCS64): x19-x28, x29 (FP), x30 (LR), SP (as td_sp), the low 64
+// bits of v8-v15 (d8-d15), and FPCR (rounding mode and flush-to-zero are thread state).
+// Not saved, deliberately: caller-saved registers (x0-x18, v0-v7, v16-v31, spilled by the
+// compiler around the call), FPSR status flags, the signal mask (shared with the worker),
+// TPIDR_EL0 (TLS belongs to the worker OS thread: see docs/design.md), x18 (platform).
+// Frame layout: switch_frame_aarch64.h.
+#if defined(__aarch64__)
+#define LWKT_BUILD_ASM 1
+#include "lwkt/internal/switch_frame_aarch64.h"
+
+        .text
+
+// void *lwkt_cpu_switch(void **save_sp, void *load_sp, void *arg)
+//   x0: save_sp   where the outgoing thread's stack pointer is stored
+//   x1: load_sp   the incoming thread's saved stack pointer
+//   x2: arg       handed to the incoming thread: returned in x0 where it resumes
+// Returns (when the outgoing thread is resumed later) the arg of whoever resumed it.
+        .globl  lwkt_cpu_switch
+        .hidden lwkt_cpu_switch
+        .type   lwkt_cpu_switch,%function
+        .p2align 4
+lwkt_cpu_switch:
+        .cfi_startproc
+        sub     sp, sp, #LWKT_FRAME_SIZE                /* allocate the frame */
+        stp     d8,  d9,  [sp, #LWKT_FRAME_D8 + 0x00]   /* save d8, d9 */
+        stp     d10, d11, [sp, #LWKT_FRAME_D8 + 0x10]   /* save d10, d11 */
+        stp     d12, d13, [sp, #LWKT_FRAME_D8 + 0x20]   /* save d12, d13 */
+        stp     d14, d15, [sp, #LWKT_FRAME_D8 + 0x30]   /* save d14, d15 */
+        stp     x19, x20, [sp, #LWKT_FRAME_X19 + 0x00]  /* save x19, x20 */
+        stp     x21, x22, [sp, #LWKT_FRAME_X19 + 0x10]  /* save x21, x22 */
+        stp     x23, x24, [sp, #LWKT_FRAME_X19 + 0x20]  /* save x23, x24 */
+        stp     x25, x26, [sp, #LWKT_FRAME_X19 + 0x30]  /* save x25, x26 */
+        stp     x27, x28, [sp, #LWKT_FRAME_X19 + 0x40]  /* save x27, x28 */
+        stp     x29, x30, [sp, #LWKT_FRAME_X29]         /* save FP and LR (resume address) */
+        mrs     x9, fpcr                                /* read FPCR */
+        str     x9, [sp, #LWKT_FRAME_FPCR]              /* save FPCR */
+        mov     x9, sp                                  /* SP cannot be stored directly */
+        str     x9, [x0]                                /* *save_sp = frame */
+
+        mov     sp, x1                                  /* switch stacks: SP = load_sp */
+        ldp     d8,  d9,  [sp, #LWKT_FRAME_D8 + 0x00]   /* restore d8, d9 */
+        ldp     d10, d11, [sp, #LWKT_FRAME_D8 + 0x10]   /* restore d10, d11 */
+        ldp     d12, d13, [sp, #LWKT_FRAME_D8 + 0x20]   /* restore d12, d13 */
+        ldp     d14, d15, [sp, #LWKT_FRAME_D8 + 0x30]   /* restore d14, d15 */
+        ldp     x19, x20, [sp, #LWKT_FRAME_X19 + 0x00]  /* restore x19, x20 */
+        ldp     x21, x22, [sp, #LWKT_FRAME_X19 + 0x10]  /* restore x21, x22 */
+        ldp     x23, x24, [sp, #LWKT_FRAME_X19 + 0x20]  /* restore x23, x24 */
+        ldp     x25, x26, [sp, #LWKT_FRAME_X19 + 0x30]  /* restore x25, x26 */
+        ldp     x27, x28, [sp, #LWKT_FRAME_X19 + 0x40]  /* restore x27, x28 */
+        ldp     x29, x30, [sp, #LWKT_FRAME_X29]         /* restore FP and LR */
+        ldr     x9, [sp, #LWKT_FRAME_FPCR]              /* load saved FPCR */
+        msr     fpcr, x9                                /* restore FPCR */
+        add     sp, sp, #LWKT_FRAME_SIZE                /* pop the frame */
+        mov     x0, x2                                  /* return arg to the resumed side */
+        ret                                             /* branch to x30 */
+        .cfi_endproc
+        .size   lwkt_cpu_switch,.-lwkt_cpu_switch
+
+// lwkt_cpu_trampoline: the saved x30 of a thread that has never run.
+// On entry (from lwkt_cpu_switch's ret): x0 = the thread that switched to us, x19 = this
+// thread, SP = top of the initial frame (16-byte aligned, as AAPCS64 requires at all times).
+// lwkt_thread_bootstrap never returns; if it did, brk traps rather than run off the stack.
+        .globl  lwkt_cpu_trampoline
+        .hidden lwkt_cpu_trampoline
+        .type   lwkt_cpu_trampoline,%function
+        .p2align 4
+lwkt_cpu_trampoline:
+        .cfi_startproc
+        .cfi_undefined x30                              /* unwinders stop here */
+        mov     x29, #0                                 /* terminate the frame-pointer chain */
+        mov     x1, x19                                 /* arg 2: this thread (x0 = prev) */
+        bl      lwkt_thread_bootstrap                   /* runs the thread; never returns */
+        brk     #0x1                                    /* unreachable */
+        .cfi_endproc
+        .size   lwkt_cpu_trampoline,.-lwkt_cpu_trampoline
+
+        .section .note.GNU-stack,"",%progbits           /* no executable stack */
+#endif

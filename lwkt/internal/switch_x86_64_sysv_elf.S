@@ -1,0 +1,75 @@
+// switch_x86_64_sysv_elf.S: the lwkt context switch for x86-64, System V ABI, ELF, GNU as.
+//
+// Saved (callee-saved by the ABI): RBX, RBP, R12-R15, RSP (as td_sp), and the control parts
+// of MXCSR and the x87 control word (the ABI makes their control bits callee-saved, so a
+// thread that changes its rounding mode must not leak it into another thread).
+// Not saved, deliberately: caller-saved registers (the compiler already spilled them around
+// the call), the signal mask (lwkt threads share their worker's), FS (TLS belongs to the
+// worker OS thread, not to the lwkt thread: see docs/design.md), the x87/SSE status flags.
+// Frame layout: switch_frame_x86_64.h.
+#if defined(__x86_64__)
+#define LWKT_BUILD_ASM 1
+#include "lwkt/internal/switch_frame_x86_64.h"
+
+        .text
+
+// void *lwkt_cpu_switch(void **save_sp, void *load_sp, void *arg)
+//   rdi: save_sp   where the outgoing thread's stack pointer is stored
+//   rsi: load_sp   the incoming thread's saved stack pointer
+//   rdx: arg       handed to the incoming thread: returned in rax where it resumes
+// Returns (when the outgoing thread is resumed later) the arg of whoever resumed it.
+        .globl  lwkt_cpu_switch
+        .hidden lwkt_cpu_switch
+        .type   lwkt_cpu_switch,@function
+        .p2align 4
+lwkt_cpu_switch:
+        .cfi_startproc
+        leaq    -(LWKT_FRAME_SIZE - 8)(%rsp), %rsp      /* room below the return RIP */
+        .cfi_adjust_cfa_offset LWKT_FRAME_SIZE - 8
+        stmxcsr LWKT_FRAME_FPCSR(%rsp)                  /* save MXCSR */
+        fnstcw  LWKT_FRAME_FPCSR+4(%rsp)                /* save x87 control word */
+        movq    %r15, LWKT_FRAME_R15(%rsp)              /* save R15 */
+        movq    %r14, LWKT_FRAME_R14(%rsp)              /* save R14 */
+        movq    %r13, LWKT_FRAME_R13(%rsp)              /* save R13 */
+        movq    %r12, LWKT_FRAME_R12(%rsp)              /* save R12 */
+        movq    %rbx, LWKT_FRAME_RBX(%rsp)              /* save RBX */
+        movq    %rbp, LWKT_FRAME_RBP(%rsp)              /* save RBP */
+        movq    %rsp, (%rdi)                            /* *save_sp = frame */
+
+        movq    %rsi, %rsp                              /* switch stacks: RSP = load_sp */
+        ldmxcsr LWKT_FRAME_FPCSR(%rsp)                  /* restore MXCSR */
+        fldcw   LWKT_FRAME_FPCSR+4(%rsp)                /* restore x87 control word */
+        movq    LWKT_FRAME_R15(%rsp), %r15              /* restore R15 */
+        movq    LWKT_FRAME_R14(%rsp), %r14              /* restore R14 */
+        movq    LWKT_FRAME_R13(%rsp), %r13              /* restore R13 */
+        movq    LWKT_FRAME_R12(%rsp), %r12              /* restore R12 */
+        movq    LWKT_FRAME_RBX(%rsp), %rbx              /* restore RBX */
+        movq    LWKT_FRAME_RBP(%rsp), %rbp              /* restore RBP */
+        leaq    (LWKT_FRAME_SIZE - 8)(%rsp), %rsp       /* pop the frame, RSP -> RIP */
+        .cfi_adjust_cfa_offset -(LWKT_FRAME_SIZE - 8)
+        movq    %rdx, %rax                              /* return arg to the resumed side */
+        ret                                             /* jump to the saved RIP */
+        .cfi_endproc
+        .size   lwkt_cpu_switch,.-lwkt_cpu_switch
+
+// lwkt_cpu_trampoline: the saved RIP of a thread that has never run.
+// On entry (from lwkt_cpu_switch's ret): RAX = the thread that switched to us, RBX = this
+// thread, RSP = top of the initial frame, which make_initial_frame() leaves 16-byte aligned,
+// so the call below sees the ABI's (RSP + 8) % 16 == 0 at the callee's entry.
+// lwkt_thread_bootstrap never returns; if it did, ud2 traps rather than run off the stack.
+        .globl  lwkt_cpu_trampoline
+        .hidden lwkt_cpu_trampoline
+        .type   lwkt_cpu_trampoline,@function
+        .p2align 4
+lwkt_cpu_trampoline:
+        .cfi_startproc
+        .cfi_undefined rip                              /* unwinders stop here */
+        movq    %rax, %rdi                              /* arg 1: previous thread */
+        movq    %rbx, %rsi                              /* arg 2: this thread */
+        call    lwkt_thread_bootstrap                   /* runs the thread; never returns */
+        ud2                                             /* unreachable */
+        .cfi_endproc
+        .size   lwkt_cpu_trampoline,.-lwkt_cpu_trampoline
+
+        .section .note.GNU-stack,"",%progbits           /* no executable stack */
+#endif

@@ -1,0 +1,120 @@
+// runtime.h
+//
+// lwkt::Runtime: the set of workers. Each worker is an OS thread placed (and by default
+// pinned) on one processing unit found by hwloc, with its own globaldata allocated on its
+// NUMA node, its own run queue and idle loop. A server creates one Runtime, submits lwkt
+// threads to it from any OS thread, and shuts it down.
+//
+//   Runtime::Options   worker count, CPU list, pinning, stack and cache sizes, idle policy.
+//   Runtime::create    validates the options and starts the workers (absl::StatusOr).
+//   Runtime::spawn     creates an lwkt thread from any OS thread (e.g. main).
+//   Runtime::shutdown  stops accepting work, waits for threads, joins workers, frees stacks.
+//   Runtime::placement_report / topology_report   human-readable placement.
+//
+// Example:
+//   auto rt = lwkt::Runtime::create({.workers = 4});
+//   if (!rt.ok()) { /* rt.status() names the bad field */ }
+//   auto td = (*rt)->spawn([] { /* runs on a worker */ }, {.name = "hello"});
+//   td->join();
+//   (*rt)->shutdown();
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "lwkt/thread.h"
+
+namespace lwkt {
+
+namespace internal {
+struct runtime_state;
+}
+
+struct worker_info {
+  int worker;           // worker index (gd_cpuid)
+  int pu;               // OS index of the processing unit (as in /proc/cpuinfo)
+  int core;             // logical index of its core
+  int numa_node;        // OS index of its NUMA node (-1 if unknown)
+  bool pinned;          // bound to the PU
+};
+
+struct runtime_stats {
+  std::uint64_t switches = 0;
+  std::uint64_t threads_created = 0;
+  std::uint64_t threads_reaped = 0;
+  std::uint64_t stacks_mapped = 0;
+  std::uint64_t stacks_unmapped = 0;
+  std::uint64_t cache_hits = 0;
+  std::uint64_t messages = 0;
+  std::uint64_t parks = 0;
+  std::int64_t live_threads = 0;
+};
+
+class Runtime {
+ public:
+  static constexpr int kAutoWorkers = -1;
+  static constexpr std::size_t kMinStackSize = 16 * 1024;
+  static constexpr std::size_t kMaxStackSize = std::size_t{1} << 30;
+
+  struct Options {
+    // Number of workers. kAutoWorkers: one per CPU in `cpus`. More workers than CPUs is
+    // allowed: workers are then placed round-robin over `cpus`.
+    int workers = kAutoWorkers;
+    // OS indexes of the processing units to use; empty means all PUs the process may use.
+    std::vector<int> cpus;
+    // Bind each worker OS thread to its PU with hwloc.
+    bool pin = true;
+    // Default lwkt thread stack size (bytes, rounded up to pages; guard page extra).
+    std::size_t stack_size = 64 * 1024;
+    // Per-worker cap on cached free threads (object + stack).
+    std::size_t thread_cache = 64;
+    // How long an idle worker polls for work before parking its OS thread in the kernel.
+    absl::Duration idle_spin = absl::Microseconds(50);
+    // Round-robin slice among equal-priority threads; checked at yield points.
+    // Zero: every yield rotates.
+    absl::Duration rr_slice = absl::Milliseconds(1);
+  };
+
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Runtime>> create(const Options& opts);
+  ~Runtime();  // calls shutdown() if it was not called
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Creates an lwkt thread. Same rules and errors as lwkt::create(); may be called from any
+  // OS thread, including one that is not a worker. Returns once the thread exists on its
+  // worker (it may already be running).
+  [[nodiscard]] absl::StatusOr<thread_ref> spawn(absl::AnyInvocable<void()> fn,
+                                                 const thread_options& opts = {});
+  [[nodiscard]] absl::StatusOr<thread_ref> spawn(void (*fn)(void*), void* arg,
+                                                 const thread_options& opts = {});
+
+  // Stops accepting new threads, waits up to `grace` for every lwkt thread to exit, then
+  // stops and joins the workers and frees every stack. Threads still alive after `grace`
+  // (blocked forever) are abandoned: their stacks are freed without unwinding, their
+  // thread_refs report abandoned(), and the returned status (FailedPrecondition) names each
+  // with its worker. Idempotent; later calls return the first result.
+  // Runs on: any OS thread that is not one of this runtime's workers.
+  absl::Status shutdown(absl::Duration grace = absl::Seconds(10));
+
+  int workers() const;
+  std::vector<worker_info> placement() const;
+  // One line per worker: "worker 0: PU 3 (core 1, NUMA node 0), pinned".
+  std::string placement_report() const;
+  // The machine as hwloc sees it: packages, NUMA nodes, cores, PUs.
+  std::string topology_report() const;
+  // Counters summed over workers (exact once the runtime is quiescent).
+  runtime_stats stats() const;
+
+ private:
+  explicit Runtime(std::unique_ptr<internal::runtime_state> s);
+  std::unique_ptr<internal::runtime_state> _s;
+};
+
+}  // namespace lwkt

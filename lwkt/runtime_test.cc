@@ -1,0 +1,162 @@
+// Runtime configuration, placement, oversubscription and shutdown.
+#include "lwkt/runtime.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "lwkt/sched.h"
+#include "lwkt/testing.h"
+
+namespace lwkt {
+namespace {
+
+using testing::run_on;
+using testing::test_runtime;
+
+absl::Status create_status(Runtime::Options o) {
+  auto rt = Runtime::create(o);
+  return rt.status();
+}
+
+TEST(Runtime, ConfigErrorsNameFieldAndValue) {
+  auto check = [](Runtime::Options o, absl::StatusCode code, const std::string& text) {
+    absl::Status s = create_status(o);
+    EXPECT_EQ(s.code(), code) << s;
+    EXPECT_NE(s.message().find(text), std::string::npos) << s;
+  };
+  Runtime::Options o;
+  o.workers = 0;
+  check(o, absl::StatusCode::kInvalidArgument, "workers is 0");
+  o = {};
+  o.cpus = {0, 100000};
+  check(o, absl::StatusCode::kInvalidArgument, "CPU 100000 is not a processing unit");
+  o = {};
+  o.cpus = {0, 0};
+  check(o, absl::StatusCode::kInvalidArgument, "lists CPU 0 more than once");
+  o = {};
+  o.cpus = {-3};
+  check(o, absl::StatusCode::kInvalidArgument, "CPU -3");
+  o = {};
+  o.stack_size = 4096;
+  check(o, absl::StatusCode::kInvalidArgument, "stack_size 4096");
+  o = {};
+  o.idle_spin = absl::Seconds(-1);
+  check(o, absl::StatusCode::kInvalidArgument, "idle_spin");
+  o = {};
+  o.thread_cache = std::size_t{1} << 30;
+  check(o, absl::StatusCode::kInvalidArgument, "thread_cache");
+}
+
+TEST(Runtime, DefaultIsOneWorkerPerPuAndReportsPlacement) {
+  auto rt = Runtime::create({});
+  ASSERT_TRUE(rt.ok()) << rt.status();
+  const int pus = static_cast<int>(std::thread::hardware_concurrency());
+  EXPECT_EQ((*rt)->workers(), pus);
+  std::string report = (*rt)->placement_report();
+  EXPECT_NE(report.find("worker 0: PU "), std::string::npos) << report;
+  EXPECT_NE(report.find("pinned"), std::string::npos) << report;
+  std::string topo = (*rt)->topology_report();
+  EXPECT_NE(topo.find("PU(s) usable"), std::string::npos) << topo;
+  // Each worker runs on the PU the report names.
+  for (const worker_info& w : (*rt)->placement()) {
+    if (!w.pinned) continue;
+    thread_options o;
+    o.worker = w.worker;
+    int cpu = -1;
+    auto td = (*rt)->spawn([&cpu] { cpu = sched_getcpu(); }, o);
+    ASSERT_TRUE(td.ok());
+    td->join();
+    if (!testing::under_qemu()) {
+      EXPECT_EQ(cpu, w.pu) << "worker " << w.worker;
+    }
+  }
+}
+
+TEST(Runtime, ExplicitCpuListAndNoPinning) {
+  Runtime::Options o;
+  o.cpus = {0};
+  o.workers = 3;  // three workers share PU 0
+  o.pin = false;
+  auto rt = Runtime::create(o);
+  ASSERT_TRUE(rt.ok()) << rt.status();
+  for (const worker_info& w : (*rt)->placement()) {
+    EXPECT_EQ(w.pu, 0);
+    EXPECT_FALSE(w.pinned);
+  }
+}
+
+// Four workers on two cores: threads on every worker join threads on every other worker.
+TEST(Runtime, OversubscribedWorkersCrossJoin) {
+  auto rt = test_runtime(4);
+  std::atomic<int> count{0};
+  std::vector<thread_ref> tops;
+  for (int w = 0; w < 4; ++w) {
+    thread_options o;
+    o.worker = w;
+    auto td = rt->spawn(
+        [&count] {
+          for (int round = 0; round < testing::scaled(200); ++round) {
+            thread_options c;
+            c.worker = (mycpuid() + 1 + round) % 4;
+            auto child = create([&count] { count.fetch_add(1); yield(); }, c);
+            ASSERT_TRUE(child.ok());
+            child->join();
+          }
+        },
+        o);
+    ASSERT_TRUE(td.ok());
+    tops.push_back(std::move(*td));
+  }
+  for (auto& t : tops) t.join();
+  EXPECT_EQ(count.load(), 4 * testing::scaled(200));
+  EXPECT_EQ(rt->stats().live_threads, 0);
+}
+
+// Threads still blocked at shutdown are reported by name and abandoned; their joiners wake.
+TEST(Runtime, ShutdownReportsLiveThreadsByName) {
+  auto rt = test_runtime(2);
+  thread_options o;
+  o.name = "stuck-forever";
+  o.worker = 1;
+  auto stuck = rt->spawn(
+      [] {
+        deschedule_self();
+        lwkt_switch();  // nobody schedules it again
+      },
+      o);
+  ASSERT_TRUE(stuck.ok());
+  std::atomic<int> finished{0};
+  auto fine = rt->spawn([&] { finished.store(1); });
+  ASSERT_TRUE(fine.ok());
+  fine->join();
+  absl::Status s = rt->shutdown(absl::Milliseconds(50));
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("'stuck-forever' (worker 1)"), std::string::npos) << s;
+  EXPECT_TRUE(stuck->abandoned());
+  stuck->join();  // returns: the thread was abandoned
+  EXPECT_EQ(finished.load(), 1);
+  // After shutdown nothing new is accepted.
+  auto late = rt->spawn([] {});
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(rt->shutdown().code(), s.code());  // idempotent
+}
+
+TEST(Runtime, CleanShutdownWaitsForRunningThreads) {
+  auto rt = test_runtime(2);
+  std::atomic<int> done{0};
+  for (int i = 0; i < 8; ++i) {
+    auto td = rt->spawn([&] {
+      for (int k = 0; k < 100; ++k) yield();
+      done.fetch_add(1);
+    });
+    ASSERT_TRUE(td.ok());
+  }
+  EXPECT_TRUE(rt->shutdown().ok());
+  EXPECT_EQ(done.load(), 8);
+}
+
+}  // namespace
+}  // namespace lwkt

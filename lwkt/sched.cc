@@ -1,0 +1,276 @@
+// The per-worker scheduler: critical-section exit work, schedule/deschedule, lwkt_switch,
+// yields and priorities (DragonFly lwkt_thread.c, the scheduling half).
+#include "lwkt/sched.h"
+
+#include "lwkt/internal/clock.h"
+#include "lwkt/internal/context.h"
+#include "lwkt/internal/sanitizers.h"
+#include "lwkt/internal/sched_internal.h"
+
+namespace lwkt {
+namespace internal {
+
+thread_local globaldata* t_mycpu __attribute__((tls_model("initial-exec"))) = nullptr;
+
+void post(globaldata* gd, ipiq::inbox_msg* msg) {
+  if (gd->gd_inbox.push(msg)) {
+    // The producer that made the inbox non-empty flags it; crit_exit and lwkt_switch test
+    // the flag instead of the inbox. relaxed: the flag is only a hint to look; the message
+    // itself is published by the release CAS in push(), and the parker's fence orders it
+    // against parking.
+    gd->gd_reqflags.fetch_or(RQF_IPIQ, std::memory_order_relaxed);
+  }
+  gd->gd_parker.kick();
+}
+
+void drain_inbox(globaldata* gd) {
+  // Clear the flag before taking the list: a message pushed after take_all() then finds
+  // the inbox empty and sets the flag again, so none is left unflagged.
+  gd->gd_reqflags.fetch_and(~RQF_IPIQ, std::memory_order_relaxed);
+  ipiq::inbox_msg* m = gd->gd_inbox.take_all();
+  if (!m) return;
+  ++gd->gd_intr_nesting_level;
+  std::uint64_t n = 0;
+  while (m) {
+    ipiq::inbox_msg* next = m->im_next;  // the handler may reuse or free m
+    m->im_func(m, gd);
+    m = next;
+    ++n;
+  }
+  --gd->gd_intr_nesting_level;
+  gd->gd_stats.messages.add(n);
+}
+
+void splz(globaldata* gd) {
+  thread* td = gd->gd_curthread;
+  ++td->td_critcount;
+  while (gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ) drain_inbox(gd);
+  --td->td_critcount;
+}
+
+void enqueue(globaldata* gd, thread* td) {
+  if (td->td_flags & TDF_RUNQ) return;
+  td->td_flags = (td->td_flags | TDF_RUNQ) & ~TDF_NOSTART;
+  if (gd->gd_tdrunq.insert(td) && td != gd->gd_curthread) gd->gd_ast |= RQF_AST_LWKT_RESCHED;
+}
+
+void dequeue(globaldata* gd, thread* td) {
+  if (!(td->td_flags & TDF_RUNQ)) return;
+  td->td_flags &= ~TDF_RUNQ;
+  gd->gd_tdrunq.remove(td);
+}
+
+namespace {
+
+// The remote half of schedule(): runs on td's owner as an inbox message.
+void handle_schedmsg(ipiq::inbox_msg* msg, void* ctx) {
+  auto* gd = static_cast<globaldata*>(ctx);
+  thread* td = static_cast<thread_msg*>(msg)->td;
+  // acq_rel: a schedule() that runs after this clear must send a new message (it sees the
+  // bit clear); one that ran before is covered by the enqueue below.
+  std::uint32_t mp = td->td_mpflags.fetch_and(~TDF_MP_WAKEPEND, std::memory_order_acq_rel);
+  // A wakeup sent while td was alive may arrive after it exited: drop it.
+  if (!(td->td_flags & TDF_EXITING) && !(mp & TDF_MP_EXITED)) {
+    LWKT_ASSERT(td->td_gd == gd, td, "schedule message delivered to worker %d", gd->gd_cpuid);
+    enqueue(gd, td);
+  }
+  rele(td);  // the hold taken by schedule_remote()
+}
+
+void schedule_remote(thread* td) {
+  // acq_rel: exactly one sender of a burst posts the embedded message.
+  if (td->td_mpflags.fetch_or(TDF_MP_WAKEPEND, std::memory_order_acq_rel) & TDF_MP_WAKEPEND) {
+    return;
+  }
+  hold(td);  // keeps the object valid while the message is in flight
+  td->td_schedmsg.td = td;
+  td->td_schedmsg.im_func = handle_schedmsg;
+  post(td->td_gd, &td->td_schedmsg);
+}
+
+// Switches the worker from td to ntd. Not instrumented by TSan: between the fiber switch
+// and the stack switch nothing may be attributed to the wrong fiber.
+__attribute__((noinline, no_sanitize("thread"))) thread* cpu_switch_to(globaldata* gd,
+                                                                       thread* td,
+                                                                       thread* ntd) {
+  ntd->td_flags |= TDF_RUNNING;
+  gd->gd_curthread = ntd;
+  const bool dying = td->td_flags & TDF_EXITING;
+  asan_start_switch(dying ? nullptr : &td->td_asan_fake_stack, ntd->td_stack.lo,
+                    ntd->td_stack.size);
+  tsan_switch_to(ntd->td_tsan_fiber);
+  void* prev = lwkt_cpu_switch(&td->td_sp, ntd->td_sp, td);
+  asan_finish_switch(td->td_asan_fake_stack);
+  return static_cast<thread*>(prev);
+}
+
+// DragonFly lwkt_schedulerclock, evaluated at a yield point instead of from a tick: once td
+// has used its slice, rotate it behind its equal-priority peers and request a switch.
+void scheduler_clock(globaldata* gd, thread* td) {
+  if (td->td_flags & TDF_IDLETHREAD) return;
+  if (gd->gd_slice_ticks && cheap_clock() - td->td_slice_start < gd->gd_slice_ticks) return;
+  thread* head = gd->gd_tdrunq.head();
+  if (head == td) {
+    thread* nxt = gd->gd_tdrunq.next(td);
+    if (nxt && nxt->td_pri == td->td_pri && nxt->td_upri == td->td_upri) {
+      gd->gd_tdrunq.rotate(td);
+      gd->gd_ast |= RQF_AST_LWKT_RESCHED;
+    }
+  } else if (head) {
+    gd->gd_ast |= RQF_AST_LWKT_RESCHED;  // td runs out of order: give way
+  }
+}
+
+}  // namespace
+
+void wakeup_thread(thread* td) {
+  globaldata* gd = t_mycpu;
+  if (gd && td->td_gd == gd) {
+    if (td->td_flags & TDF_EXITING) return;
+    ++gd->gd_curthread->td_critcount;
+    enqueue(gd, td);
+    crit_exit();
+  } else {
+    schedule_remote(td);
+  }
+}
+
+void switch_return(globaldata* gd, thread* prev) {
+  prev->td_flags &= ~TDF_RUNNING;
+  if (prev->td_flags & TDF_EXITING) reap(gd, prev);
+}
+
+}  // namespace internal
+
+using internal::t_mycpu;
+
+void schedule(thread* td) {
+  globaldata* gd = t_mycpu;
+  LWKT_ASSERT(!(td->td_mpflags.load(std::memory_order_relaxed) & TDF_MP_EXITED), td,
+              "lwkt::schedule of a thread that has exited");
+  if (gd && td->td_gd == gd) {
+    // td_flags belong to the owner: checked only here, on the owner.
+    LWKT_ASSERT(!(td->td_flags & TDF_EXITING), td, "lwkt::schedule of a thread that has exited");
+    LWKT_ASSERT(!(td->td_flags & TDF_IDLETHREAD), td, "lwkt::schedule of an idle thread");
+    ++gd->gd_curthread->td_critcount;
+    internal::enqueue(gd, td);
+    crit_exit();
+  } else {
+    internal::schedule_remote(td);
+  }
+}
+
+void deschedule(thread* td) {
+  globaldata* gd = t_mycpu;
+  LWKT_ASSERT(gd && td->td_gd == gd, td,
+              "lwkt::deschedule from worker %d of a thread it does not own",
+              gd ? gd->gd_cpuid : -1);
+  ++gd->gd_curthread->td_critcount;
+  internal::dequeue(gd, td);
+  crit_exit();
+}
+
+void schedule_self() {
+  globaldata* gd = t_mycpu;
+  thread* td = gd->gd_curthread;
+  LWKT_ASSERT(!(td->td_flags & TDF_IDLETHREAD), td, "schedule_self by the idle thread");
+  ++td->td_critcount;
+  internal::enqueue(gd, td);
+  crit_exit();
+}
+
+void deschedule_self() {
+  globaldata* gd = t_mycpu;
+  thread* td = gd->gd_curthread;
+  ++td->td_critcount;
+  internal::dequeue(gd, td);
+  crit_exit();
+}
+
+void lwkt_switch() {
+  globaldata* gd = t_mycpu;
+  LWKT_ASSERT(gd != nullptr, nullptr, "lwkt_switch from an OS thread that is not a worker");
+  thread* td = gd->gd_curthread;
+  LWKT_ASSERT(gd->gd_intr_nesting_level == 0, td,
+              "lwkt_switch inside a message handler (gd_intr_nesting_level=%d)",
+              gd->gd_intr_nesting_level);
+  ++td->td_critcount;
+  // Remote schedule requests may make a better thread runnable: take them in first.
+  if (gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ) internal::drain_inbox(gd);
+  gd->gd_ast &= ~RQF_AST_LWKT_RESCHED;
+  thread* ntd = gd->gd_tdrunq.head();
+  if (ntd == nullptr) ntd = &gd->gd_idlethread;
+  if (ntd != td) {
+    LWKT_ASSERT(ntd->td_gd == gd, ntd, "picked by worker %d, which does not own it",
+                gd->gd_cpuid);
+    LWKT_ASSERT(!(ntd->td_flags & TDF_RUNNING), ntd, "picked to run but already TDF_RUNNING");
+    LWKT_ASSERT(!(ntd->td_flags & TDF_EXITING), ntd, "picked to run after it exited");
+    gd->gd_stats.switches.add();
+    ++ntd->td_switches;
+    if (gd->gd_slice_ticks) ntd->td_slice_start = internal::cheap_clock();
+    thread* prev = internal::cpu_switch_to(gd, td, ntd);
+    gd = td->td_gd;  // td resumes here; re-read its worker (migration will change it)
+    LWKT_ASSERT(gd == t_mycpu, td, "resumed on worker %d, which does not own it",
+                t_mycpu->gd_cpuid);
+    internal::switch_return(gd, prev);
+  }
+  --td->td_critcount;
+}
+
+void yield() {
+  globaldata* gd = t_mycpu;
+  thread* td = gd->gd_curthread;
+  if ((gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IDLECHECK_MASK) &&
+      gd->gd_intr_nesting_level == 0) {
+    internal::splz(gd);
+  }
+  internal::scheduler_clock(gd, td);
+  if (gd->gd_ast & RQF_AST_LWKT_RESCHED) {
+    ++td->td_critcount;
+    internal::enqueue(gd, td);  // DragonFly: make sure the yielder is still runnable
+    lwkt_switch();
+    crit_exit();
+  }
+}
+
+void yield_quick() {
+  globaldata* gd = t_mycpu;
+  thread* td = gd->gd_curthread;
+  if ((gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IDLECHECK_MASK) &&
+      gd->gd_intr_nesting_level == 0) {
+    internal::splz(gd);
+  }
+  if (gd->gd_ast & RQF_AST_LWKT_RESCHED) {
+    ++td->td_critcount;
+    thread* head = gd->gd_tdrunq.head();
+    if (head == nullptr || head == td) {
+      gd->gd_ast &= ~RQF_AST_LWKT_RESCHED;
+    } else {
+      internal::enqueue(gd, td);
+      lwkt_switch();
+    }
+    crit_exit();
+  }
+}
+
+void setpri(thread* td, int pri) {
+  globaldata* gd = t_mycpu;
+  LWKT_ASSERT(pri >= TDPRI_IDLE_WORK && pri <= TDPRI_MAX, td, "setpri to %d, outside [%d, %d]",
+              pri, TDPRI_IDLE_WORK, TDPRI_MAX);
+  LWKT_ASSERT(gd && td->td_gd == gd, td, "setpri from a worker that does not own it");
+  ++gd->gd_curthread->td_critcount;
+  if (td->td_flags & TDF_RUNQ) {
+    gd->gd_tdrunq.remove(td);
+    td->td_pri = pri;
+    gd->gd_tdrunq.insert(td);
+  } else {
+    td->td_pri = pri;
+  }
+  thread* head = gd->gd_tdrunq.head();
+  if (head && head != gd->gd_curthread) gd->gd_ast |= RQF_AST_LWKT_RESCHED;
+  crit_exit();
+}
+
+void setpri_self(int pri) { setpri(curthread(), pri); }
+
+}  // namespace lwkt

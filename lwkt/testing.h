@@ -1,0 +1,47 @@
+// testing.h: helpers for lwkt's tests (testonly).
+//   test_runtime(workers, opts)  a Runtime with test-friendly defaults, asserting success
+//   run_on(rt, fn, worker)       runs fn in an lwkt thread on `worker` and joins it
+//   under_qemu()                 true when tests run under qemu user mode (scale loops down)
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <memory>
+
+#include "lwkt/runtime.h"
+#include "lwkt/sched.h"
+
+namespace lwkt::testing {
+
+inline bool under_qemu() { return std::getenv("LWKT_UNDER_QEMU") != nullptr; }
+
+// Scales an iteration count down under qemu (about 20x slower) and sanitizers.
+inline int scaled(int n) {
+  int d = 1;
+  if (under_qemu()) d *= 10;
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  d *= 4;
+#endif
+  return n / d > 0 ? n / d : 1;
+}
+
+inline std::unique_ptr<Runtime> test_runtime(int workers, Runtime::Options o = {}) {
+  o.workers = workers;
+  o.idle_spin = absl::Microseconds(20);
+  auto rt = Runtime::create(o);
+  EXPECT_TRUE(rt.ok()) << rt.status();
+  return rt.ok() ? std::move(*rt) : nullptr;
+}
+
+template <typename F>
+void run_on(Runtime& rt, F&& fn, int worker = 0) {
+  thread_options o;
+  o.name = "test-main";
+  o.worker = worker;
+  auto td = rt.spawn(std::forward<F>(fn), o);
+  ASSERT_TRUE(td.ok()) << td.status();
+  td->join();
+}
+
+}  // namespace lwkt::testing

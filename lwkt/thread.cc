@@ -1,0 +1,326 @@
+// Thread lifecycle: create, bootstrap, exit, reap, the free-thread cache, hold/rele, join
+// (DragonFly lwkt_thread.c: lwkt_alloc_thread, lwkt_create, lwkt_exit, lwkt_free_thread).
+#include "lwkt/thread.h"
+
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "lwkt/internal/completion.h"
+#include "lwkt/internal/context.h"
+#include "lwkt/internal/runtime_state.h"
+#include "lwkt/internal/sanitizers.h"
+#include "lwkt/internal/sched_internal.h"
+#include "lwkt/internal/stack.h"
+#include "lwkt/sched.h"
+
+namespace lwkt {
+namespace internal {
+
+// A joiner's node on td_joinq; lives on the joiner's stack.
+struct join_node {
+  join_node* next = nullptr;
+  completion done;
+};
+inline constexpr std::uintptr_t kJoinClosed = 1;
+
+namespace {
+
+// Returns a thread object with a stack of `size` bytes: from the free-thread cache when the
+// size is the default, else a new object and a cached or fresh stack.
+absl::StatusOr<thread*> alloc_thread(globaldata* gd, std::size_t size) {
+  if (size == gd->gd_default_stack && gd->gd_freetd) {
+    thread* td = gd->gd_freetd;
+    gd->gd_freetd = td->td_all_next;
+    --gd->gd_freetd_count;
+    gd->gd_stats.cache_hits.add();
+    return td;
+  }
+  thread_stack st;
+  if (size == gd->gd_default_stack && !gd->gd_freestacks.empty()) {
+    st = gd->gd_freestacks.back();
+    gd->gd_freestacks.pop_back();
+    gd->gd_stats.cache_hits.add();
+  } else {
+    absl::StatusOr<thread_stack> m = map_stack(size);
+    if (!m.ok()) return m.status();
+    st = *m;
+    gd->gd_stats.stacks_mapped.add();
+  }
+  thread* td = new thread;
+  td->td_stack = st;
+  return td;
+}
+
+// Returns a stack to the worker's stack cache, or unmaps it.
+void release_stack(globaldata* gd, thread_stack& st) {
+  if (st.size == gd->gd_default_stack && gd->gd_freestacks.size() < gd->gd_cache_max) {
+    gd->gd_freestacks.push_back(st);
+    st = thread_stack{};
+  } else {
+    unmap_stack(st);
+    gd->gd_stats.stacks_unmapped.add();
+  }
+}
+
+void link_allq(globaldata* gd, thread* td) {
+  td->td_all_prev = nullptr;
+  td->td_all_next = gd->gd_tdallq;
+  if (gd->gd_tdallq) gd->gd_tdallq->td_all_prev = td;
+  gd->gd_tdallq = td;
+}
+
+void unlink_allq(globaldata* gd, thread* td) {
+  if (td->td_all_prev) {
+    td->td_all_prev->td_all_next = td->td_all_next;
+  } else {
+    gd->gd_tdallq = td->td_all_next;
+  }
+  if (td->td_all_next) td->td_all_next->td_all_prev = td->td_all_prev;
+  td->td_all_next = td->td_all_prev = nullptr;
+}
+
+// Wakes every joiner and closes the queue so later joiners return at once.
+void close_joinq(thread* td, bool abandoned) {
+  // acq_rel: acquires the joiners' nodes (their release CAS); releases everything the
+  // thread did to joiners that read kJoinClosed with acquire.
+  std::uintptr_t head = td->td_joinq.exchange(kJoinClosed, std::memory_order_acq_rel);
+  for (auto* n = reinterpret_cast<join_node*>(head); n;) {
+    join_node* next = n->next;  // n may vanish once signalled
+    if (abandoned) {
+      n->done.signal_abandoned();
+    } else {
+      n->done.signal();
+    }
+    n = next;
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<thread_ref> create_local(globaldata* gd, void (*fn)(void*), void* arg,
+                                        absl::AnyInvocable<void()> callable,
+                                        const thread_options& opts) {
+  const std::size_t size =
+      opts.stack_size ? round_to_pages(opts.stack_size) : gd->gd_default_stack;
+  absl::StatusOr<thread*> a = alloc_thread(gd, size);
+  if (!a.ok()) return a.status();
+  thread* td = *a;
+  td->td_sp = make_initial_frame(td->td_stack.lo + td->td_stack.size, td);
+  td->td_gd = gd;
+  td->td_rq_next = td->td_rq_prev = nullptr;
+  td->td_pri = opts.pri;
+  td->td_upri = opts.upri;
+  td->td_critcount = 1;  // born inside a critical section; the bootstrap leaves it
+  td->td_flags = 0;
+  td->td_slice_start = 0;
+  td->td_switches = 0;
+  td->td_mpflags.store(0, std::memory_order_relaxed);
+  td->td_refs.store(1, std::memory_order_relaxed);  // the "alive" reference, dropped by reap
+  td->td_joinq.store(0, std::memory_order_relaxed);
+  td->td_func = fn;
+  td->td_arg = arg;
+  td->td_callable = std::move(callable);
+  td->td_asan_fake_stack = nullptr;
+  std::memset(td->td_comm, 0, sizeof td->td_comm);
+  std::memcpy(td->td_comm, opts.name.data(), opts.name.size());
+  asan_unpoison_stack(td->td_stack.lo, td->td_stack.size);
+  td->td_tsan_fiber = tsan_create_fiber();
+  tsan_set_fiber_name(td->td_tsan_fiber, td->td_comm);
+  link_allq(gd, td);
+  gd->gd_stats.threads_created.add();
+  gd->gd_stats.live_threads.store(gd->gd_stats.live_threads.load(std::memory_order_relaxed) + 1,
+                                  std::memory_order_relaxed);
+  thread_ref ref(td);
+  if (opts.nostart) {
+    td->td_flags |= TDF_NOSTART;
+  } else {
+    ++gd->gd_curthread->td_critcount;
+    enqueue(gd, td);
+    crit_exit();
+  }
+  return ref;
+}
+
+void reap(globaldata* gd, thread* td) {
+  tsan_destroy_fiber(td->td_tsan_fiber);
+  td->td_tsan_fiber = nullptr;
+  gd->gd_stats.threads_reaped.add();
+  gd->gd_stats.live_threads.store(gd->gd_stats.live_threads.load(std::memory_order_relaxed) - 1,
+                                  std::memory_order_relaxed);
+  td->td_mpflags.fetch_or(TDF_MP_EXITED, std::memory_order_release);
+  // Only the alive reference left: nobody else can take a new one, so the object and its
+  // stack go to the free-thread cache together.
+  if (td->td_refs.load(std::memory_order_acquire) == 1 &&
+      td->td_stack.size == gd->gd_default_stack && gd->gd_freetd_count < gd->gd_cache_max) {
+    td->td_refs.store(0, std::memory_order_relaxed);
+    td->td_all_next = gd->gd_freetd;
+    gd->gd_freetd = td;
+    ++gd->gd_freetd_count;
+    return;
+  }
+  release_stack(gd, td->td_stack);
+  rele(td);
+}
+
+// Shutdown: td never exits. Its joiners are released and its stack freed without unwinding.
+void abandon_thread(thread* td, bool second_pass) {
+  if (!second_pass) {
+    close_joinq(td, /*abandoned=*/true);
+    td->td_mpflags.fetch_or(TDF_MP_EXITED | TDF_MP_ABANDONED, std::memory_order_release);
+    return;
+  }
+  td->td_callable = nullptr;
+  tsan_destroy_fiber(td->td_tsan_fiber);
+  td->td_tsan_fiber = nullptr;
+  unmap_stack(td->td_stack);
+  rele(td);
+}
+
+absl::StatusOr<thread_ref> create_on(runtime_state* rs, void (*fn)(void*), void* arg,
+                                     absl::AnyInvocable<void()> callable,
+                                     const thread_options& opts) {
+  if (absl::Status s = validate_thread_options(rs, opts); !s.ok()) return s;
+  if (rs->stopping.load(std::memory_order_acquire)) {
+    return absl::FailedPreconditionError("lwkt runtime is shutting down: no new threads");
+  }
+  globaldata* me = t_mycpu;
+  globaldata* gd;
+  if (opts.worker != kAnyWorker) {
+    gd = rs->gds[static_cast<std::size_t>(opts.worker)];
+  } else if (me && me->gd_runtime == rs) {
+    gd = me;
+  } else {
+    gd = rs->gds[rs->rotor.fetch_add(1, std::memory_order_relaxed) % rs->gds.size()];
+  }
+  if (gd == me) return create_local(gd, fn, arg, std::move(callable), opts);
+
+  // The new thread is owned by its worker from birth: ask that worker to create it.
+  struct create_request : ipiq::inbox_msg {
+    runtime_state* rs;
+    void (*fn)(void*);
+    void* arg;
+    absl::AnyInvocable<void()> callable;
+    const thread_options* opts;
+    absl::StatusOr<thread_ref> result;
+    completion done;
+  } req{{}, rs, fn, arg, std::move(callable), &opts, absl::UnknownError("unset"), {}};
+  req.im_func = [](ipiq::inbox_msg* m, void* ctx) {
+    auto* r = static_cast<create_request*>(m);
+    auto* target = static_cast<globaldata*>(ctx);
+    if (r->rs->stopping.load(std::memory_order_acquire)) {
+      r->result = absl::FailedPreconditionError("lwkt runtime is shutting down: no new threads");
+    } else {
+      r->result = create_local(target, r->fn, r->arg, std::move(r->callable), *r->opts);
+    }
+    r->done.signal();
+  };
+  post(gd, &req);
+  req.done.wait();
+  return std::move(req.result);
+}
+
+}  // namespace internal
+
+using internal::t_mycpu;
+
+// First code of every new thread, entered from lwkt_cpu_trampoline.
+extern "C" [[noreturn]] void lwkt_thread_bootstrap(thread* prev, thread* td) {
+  internal::asan_finish_switch(nullptr);
+  internal::switch_return(td->td_gd, prev);
+  crit_exit();  // leave the critical section the thread was born in
+  try {
+    if (td->td_func) {
+      td->td_func(td->td_arg);
+    } else {
+      td->td_callable();
+    }
+  } catch (...) {
+    internal::panic(td, "uncaught exception escaped the thread function");
+  }
+  exit_self();
+}
+
+void exit_self() {
+  globaldata* gd = t_mycpu;
+  LWKT_ASSERT(gd != nullptr, nullptr, "lwkt::exit_self from an OS thread that is not a worker");
+  thread* td = gd->gd_curthread;
+  LWKT_ASSERT(!(td->td_flags & TDF_IDLETHREAD), td, "the idle thread cannot exit");
+  LWKT_ASSERT(td->td_critcount == 0, td, "exit inside a critical section (td_critcount=%d)",
+              td->td_critcount);
+  td->td_callable = nullptr;  // destroy captured state while the thread can still block
+  ++td->td_critcount;
+  td->td_flags |= TDF_EXITING;
+  internal::dequeue(gd, td);
+  internal::unlink_allq(gd, td);
+  internal::close_joinq(td, /*abandoned=*/false);
+  lwkt_switch();
+  internal::panic(td, "exited thread was switched back in");
+}
+
+void hold(thread* td) { td->td_refs.fetch_add(1, std::memory_order_relaxed); }
+
+void rele(thread* td) {
+  // acq_rel: the last releaser must see every other holder's accesses before freeing.
+  std::int32_t old = td->td_refs.fetch_sub(1, std::memory_order_acq_rel);
+  LWKT_ASSERT(old > 0, td, "lwkt::rele without a hold (td_refs=%d)", old);
+  // Zero only after reap dropped the alive reference and detached the stack.
+  if (old == 1) delete td;
+}
+
+thread_ref::thread_ref(thread* td) : _td(td) {
+  if (td) hold(td);
+}
+
+thread_ref& thread_ref::operator=(thread_ref&& o) noexcept {
+  if (this != &o) {
+    reset();
+    _td = o._td;
+    o._td = nullptr;
+  }
+  return *this;
+}
+
+void thread_ref::reset() {
+  if (_td) rele(_td);
+  _td = nullptr;
+}
+
+bool thread_ref::exited() const {
+  return _td->td_joinq.load(std::memory_order_acquire) == internal::kJoinClosed;
+}
+
+bool thread_ref::abandoned() const {
+  return _td->td_mpflags.load(std::memory_order_acquire) & TDF_MP_ABANDONED;
+}
+
+void thread_ref::join() {
+  thread* self = curthread();
+  LWKT_ASSERT(self != _td, _td, "a thread cannot join itself");
+  LWKT_ASSERT(!self || self->td_critcount == 0, self,
+              "join inside a critical section (td_critcount=%d)", self ? self->td_critcount : 0);
+  internal::join_node node;
+  std::uintptr_t head = _td->td_joinq.load(std::memory_order_acquire);
+  do {
+    if (head == internal::kJoinClosed) return;
+    node.next = reinterpret_cast<internal::join_node*>(head);
+    // release: publishes node to close_joinq(); acquire on failure re-reads a closed queue.
+  } while (!_td->td_joinq.compare_exchange_weak(head, reinterpret_cast<std::uintptr_t>(&node),
+                                                std::memory_order_release,
+                                                std::memory_order_acquire));
+  node.done.wait();
+}
+
+absl::StatusOr<thread_ref> create(void (*fn)(void*), void* arg, const thread_options& opts) {
+  globaldata* gd = t_mycpu;
+  if (!gd) return absl::FailedPreconditionError("lwkt::create called outside the runtime; use Runtime::spawn");
+  return internal::create_on(gd->gd_runtime, fn, arg, nullptr, opts);
+}
+
+absl::StatusOr<thread_ref> create(absl::AnyInvocable<void()> fn, const thread_options& opts) {
+  globaldata* gd = t_mycpu;
+  if (!gd) return absl::FailedPreconditionError("lwkt::create called outside the runtime; use Runtime::spawn");
+  if (!fn) return absl::InvalidArgumentError("lwkt::create: empty function");
+  return internal::create_on(gd->gd_runtime, nullptr, nullptr, std::move(fn), opts);
+}
+
+}  // namespace lwkt

@@ -1,0 +1,162 @@
+// thread.h
+//
+// lwkt threads: user-level threads with their own stacks, each owned by one worker.
+//
+//   thread          DragonFly's `struct thread` (td): scheduling state, stack, name.
+//   thread_options  how to create one: name, priority, worker, stack size, start held.
+//   thread_ref      a counted reference (lwkt_hold/lwkt_rele) that keeps a thread object
+//                   valid after its exit, and joins it.
+//   create()        create a thread from inside the runtime (Runtime::create from outside).
+//   exit_self()     terminate the calling thread (returning from its function does the same).
+//
+// Ownership. A thread is owned by its worker, `td_gd`, from birth. Only that worker changes
+// its scheduling state (td_flags, run-queue links, td_pri), and only inside a critical
+// section; any other OS thread asks the owner with a message (lwkt::schedule does this).
+// Fields that foreign threads may touch are atomics and say so.
+//
+// Lifetime. A thread is alive from create until it exits. Its stack cannot be freed by the
+// thread itself; the next thread to run on the same worker reaps it (returns stack and
+// object to the worker's cache). The object survives its exit while references are held
+// (thread_ref, hold()); exit does not wait for references (unlike DragonFly's td_refs,
+// which exit waits on), it only delays freeing the object.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "ipiq/inbox.h"
+#include "lwkt/priority.h"
+
+namespace lwkt {
+
+struct globaldata;
+struct thread;
+
+// td_flags: written only by the owning worker, inside a critical section.
+inline constexpr std::uint32_t TDF_RUNNING = 0x0001;    // context live on the worker
+inline constexpr std::uint32_t TDF_RUNQ = 0x0002;       // on the worker's run queue
+inline constexpr std::uint32_t TDF_NOSTART = 0x0010;    // created held, never scheduled yet
+inline constexpr std::uint32_t TDF_IDLETHREAD = 0x0100; // the worker's idle thread
+inline constexpr std::uint32_t TDF_EXITING = 0x400000;  // in exit_self; must not be scheduled
+
+// td_mpflags: may be set or cleared by any OS thread, always with atomic RMW.
+inline constexpr std::uint32_t TDF_MP_WAKEPEND = 0x0001;  // td_schedmsg is in flight
+inline constexpr std::uint32_t TDF_MP_EXITED = 0x0002;    // reaped; the object is a corpse
+inline constexpr std::uint32_t TDF_MP_ABANDONED = 0x0004; // still blocked at shutdown
+
+inline constexpr int kAnyWorker = -1;
+inline constexpr std::size_t kMaxThreadName = 31;
+
+struct thread_options {
+  std::string name = "lwkt";          // at most kMaxThreadName bytes
+  int pri = TDPRI_KERN_DAEMON;        // TDPRI_IDLE_WORK .. TDPRI_MAX
+  int upri = 0;                       // tie-break among equal pri; larger runs first
+  int worker = kAnyWorker;            // worker index; kAnyWorker: the caller's worker, or
+                                      // round-robin when called from outside the runtime
+  std::size_t stack_size = 0;         // 0: the runtime's default
+  bool nostart = false;               // create held: runs only after lwkt::schedule()
+};
+
+// Per-thread stack bounds; `map` includes the PROT_NONE guard page at the low end.
+struct thread_stack {
+  void* map = nullptr;
+  std::size_t map_size = 0;
+  char* lo = nullptr;    // lowest usable byte (just above the guard page)
+  std::size_t size = 0;  // usable bytes; the stack grows down from lo + size
+};
+
+// An inbox message that names its thread (embedded in each thread for remote scheduling).
+struct thread_msg : ipiq::inbox_msg {
+  thread* td = nullptr;
+};
+
+struct thread {
+  // --- Switch state; owner only.
+  void* td_sp = nullptr;                 // saved stack pointer while switched out
+  globaldata* td_gd = nullptr;           // owning worker; constant until migration
+  thread* td_rq_next = nullptr;          // run-queue links (gd_tdrunq)
+  thread* td_rq_prev = nullptr;
+  thread* td_all_next = nullptr;         // all threads of the worker (gd_tdallq)
+  thread* td_all_prev = nullptr;
+  int td_pri = TDPRI_KERN_DAEMON;        // run-queue priority
+  int td_upri = 0;                       // tie-break among equal td_pri
+  int td_critcount = 0;                  // critical-section nesting (carried across switches)
+  std::uint32_t td_flags = 0;            // TDF_*; owner only
+  std::uint64_t td_slice_start = 0;      // cheap-clock stamp of the last switch-in
+  std::uint64_t td_switches = 0;         // times switched in
+
+  // --- Written by foreign OS threads too.
+  std::atomic<std::uint32_t> td_mpflags{0};  // TDF_MP_*; atomic RMW only
+  std::atomic<std::int32_t> td_refs{0};      // holds on the object (1 while alive)
+  // Joiners waiting for exit: a Treiber stack of join_node, or kJoinClosed after exit.
+  std::atomic<std::uintptr_t> td_joinq{0};
+  thread_msg td_schedmsg;                // the "schedule me" message (TDF_MP_WAKEPEND)
+
+  // --- Entry point, stack, identity; set at creation.
+  void (*td_func)(void*) = nullptr;
+  void* td_arg = nullptr;
+  absl::AnyInvocable<void()> td_callable;
+  thread_stack td_stack;
+  void* td_asan_fake_stack = nullptr;    // AddressSanitizer fiber bookkeeping
+  void* td_tsan_fiber = nullptr;         // ThreadSanitizer fiber of this context
+  char td_comm[kMaxThreadName + 1] = {};
+
+  const char* name() const { return td_comm; }
+};
+
+// A counted reference to a thread object. Holding one keeps the object (not the thread)
+// alive after exit; join() waits for the exit. Movable, not copyable (use hold() to share).
+class thread_ref {
+ public:
+  thread_ref() = default;
+  explicit thread_ref(thread* td);  // takes a new hold on td
+  thread_ref(thread_ref&& o) noexcept : _td(o._td) { o._td = nullptr; }
+  thread_ref& operator=(thread_ref&& o) noexcept;
+  thread_ref(const thread_ref&) = delete;
+  thread_ref& operator=(const thread_ref&) = delete;
+  ~thread_ref() { reset(); }
+
+  thread* get() const { return _td; }
+  thread* operator->() const { return _td; }
+  explicit operator bool() const { return _td != nullptr; }
+
+  // Waits until the thread has exited. From an lwkt thread it blocks only that thread; from
+  // any other OS thread it sleeps in the kernel. Returns at once if the thread has exited.
+  // Runs on: any OS thread. Requires: not the thread itself; not in a critical section.
+  void join();
+  // True once the thread has exited (or was abandoned at shutdown).
+  bool exited() const;
+  // True if the runtime shut down while the thread was still blocked.
+  bool abandoned() const;
+  // Drops the reference.
+  void reset();
+
+ private:
+  thread* _td = nullptr;
+};
+
+// Takes / drops a hold on td (DragonFly lwkt_hold/lwkt_rele). The caller of hold() must
+// already know td's object is valid (it holds a reference, or td is itself).
+// Runs on: any OS thread.
+void hold(thread* td);
+void rele(thread* td);
+
+// Creates a thread running fn(arg) / fn(). From inside the runtime (an lwkt thread); the
+// worker defaults to the caller's. Errors: InvalidArgument (bad option, naming it),
+// ResourceExhausted (no memory for a stack), FailedPrecondition (not on an lwkt thread, or
+// the runtime is shutting down).
+// Runs on: an lwkt thread; need not be in a critical section.
+[[nodiscard]] absl::StatusOr<thread_ref> create(void (*fn)(void*), void* arg,
+                                                const thread_options& opts = {});
+[[nodiscard]] absl::StatusOr<thread_ref> create(absl::AnyInvocable<void()> fn,
+                                                const thread_options& opts = {});
+
+// Terminates the calling thread (DragonFly lwkt_exit). Does not return.
+// Runs on: an lwkt thread, outside any critical section.
+[[noreturn]] void exit_self();
+
+}  // namespace lwkt

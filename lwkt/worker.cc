@@ -1,0 +1,71 @@
+// A worker's OS thread: placement, its idle thread, and the idle loop (DragonFly's per-CPU
+// idle thread and cpu_idle: run what is runnable, poll briefly, then halt until kicked).
+#include <pthread.h>
+
+#include <cstring>
+
+#include "lwkt/internal/clock.h"
+#include "lwkt/internal/sanitizers.h"
+#include "lwkt/internal/sched_internal.h"
+#include "lwkt/sched.h"
+
+namespace lwkt::internal {
+
+void idle_loop(globaldata* gd) {
+  thread* td = &gd->gd_idlethread;
+  for (;;) {
+    ++td->td_critcount;
+    drain_inbox(gd);
+    lwkt_switch();  // runs threads until the run queue is empty
+    --td->td_critcount;
+    if (!gd->gd_tdrunq.empty() || !gd->gd_inbox.empty()) continue;
+    if (gd->gd_stop.load(std::memory_order_acquire)) return;
+
+    // Poll for a while: waking a parked OS thread costs tens of microseconds.
+    bool work = false;
+    const std::uint64_t start = cheap_clock();
+    while (cheap_clock() - start < gd->gd_idle_spin_ticks) {
+      if (!gd->gd_inbox.empty() || gd->gd_stop.load(std::memory_order_relaxed)) {
+        work = true;
+        break;
+      }
+      cpu_pause();
+    }
+    if (work) continue;
+
+    // Park: announce, re-check (the parker's fence orders this check against producers'
+    // push + kick), then sleep. See ipiq/parker.h for why no wakeup is lost.
+    gd->gd_parker.prepare_park();
+    if (!gd->gd_inbox.empty() || gd->gd_stop.load(std::memory_order_acquire)) {
+      gd->gd_parker.cancel_park();
+      continue;
+    }
+    gd->gd_parker.park();
+    gd->gd_stats.parks.add();
+  }
+}
+
+// Sets up gd's idle thread as the context of the calling (worker) OS thread.
+void init_idle_thread(globaldata* gd) {
+  thread* td = &gd->gd_idlethread;
+  td->td_gd = gd;
+  td->td_pri = TDPRI_IDLE_THREAD;
+  td->td_flags = TDF_IDLETHREAD | TDF_RUNNING;
+  td->td_critcount = 0;
+  td->td_refs.store(1, std::memory_order_relaxed);
+  std::snprintf(td->td_comm, sizeof td->td_comm, "idle %d", gd->gd_cpuid);
+  // ASan needs the bounds of every stack it is switched onto, the worker's own included.
+  pthread_attr_t attr;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    void* addr;
+    std::size_t size;
+    pthread_attr_getstack(&attr, &addr, &size);
+    td->td_stack.lo = static_cast<char*>(addr);
+    td->td_stack.size = size;
+    pthread_attr_destroy(&attr);
+  }
+  td->td_tsan_fiber = tsan_current_fiber();
+  gd->gd_curthread = td;
+}
+
+}  // namespace lwkt::internal
