@@ -170,8 +170,8 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
         std::lock_guard<std::mutex> l(mu);
         if (!st.ok() && first_error.ok()) first_error = st;
         ++started;
+        cv.notify_all();  // under the lock: create() destroys cv once all have started
       }
-      cv.notify_all();
       if (st.ok()) internal::idle_loop(gd);
       internal::release_signal_stack(gd->gd_sigaltstack);
       internal::t_mycpu = nullptr;

@@ -37,20 +37,6 @@ int g_round_other = -1;
   __builtin_trap();
 }
 
-// Builds a frame on a stack whose 16-aligned top is `top` that lwkt_cpu_switch resumes
-// directly into fn (bypassing the runtime's trampoline). Entry by `ret` must look like a
-// call on x86-64 (RSP = 8 mod 16 at entry), so the frame sits 8 bytes lower there.
-void* make_entry_frame(char* top, void (*fn)()) {
-#if defined(__x86_64__)
-  void* sp = make_initial_frame(top - 8, nullptr);
-  static_cast<switch_frame*>(sp)->rip = reinterpret_cast<std::uint64_t>(fn);
-#else
-  void* sp = make_initial_frame(top, nullptr);
-  static_cast<switch_frame*>(sp)->x30 = reinterpret_cast<std::uint64_t>(fn);
-#endif
-  return sp;
-}
-
 char* aligned_top(std::vector<char>& stack) {
   return reinterpret_cast<char*>(
       reinterpret_cast<std::uintptr_t>(stack.data() + stack.size()) & ~std::uintptr_t{15});
@@ -58,7 +44,7 @@ char* aligned_top(std::vector<char>& stack) {
 
 TEST(Switch, PingPongTransfersControlAndValue) {
   std::vector<char> stack(64 * 1024);
-  g_other.sp = make_entry_frame(aligned_top(stack), other_body);
+  g_other.sp = make_bare_frame(aligned_top(stack), other_body);
   g_trace.clear();
   for (int i = 0; i < 3; ++i) {
     g_trace += 'A';
@@ -97,7 +83,7 @@ TEST(Switch, CalleeSavedRegistersSurvive) {
       }
     }
   };
-  b.sp = make_entry_frame(aligned_top(stack), body::run);
+  b.sp = make_bare_frame(aligned_top(stack), body::run);
   std::uint64_t x = 1, y = 2, z = 3, w = 4, mine = 0;
   for (int i = 0; i < 1000; ++i) {
     x = x * 3 + y;

@@ -26,6 +26,13 @@ inline int scaled(int n) {
   return n / d > 0 ? n / d : 1;
 }
 
+// Death tests re-execute the test binary ("threadsafe"), which qemu user mode cannot do
+// (the binary is not native); there they fork instead ("fast"). The runtime under test is
+// created inside the death statement, so the forked child starts with no workers.
+inline void use_safe_death_test_style() {
+  GTEST_FLAG_SET(death_test_style, under_qemu() ? "fast" : "threadsafe");
+}
+
 inline std::unique_ptr<Runtime> test_runtime(int workers, Runtime::Options o = {}) {
   o.workers = workers;
   o.idle_spin = absl::Microseconds(20);

@@ -148,6 +148,8 @@ void reap(globaldata* gd, thread* td) {
   gd->gd_stats.live_threads.store(gd->gd_stats.live_threads.load(std::memory_order_relaxed) - 1,
                                   std::memory_order_relaxed);
   td->td_mpflags.fetch_or(TDF_MP_EXITED, std::memory_order_release);
+  // Joiners learn of the exit only now, so a joined thread's stack is already reclaimed.
+  close_joinq(td, /*abandoned=*/false);
   // Only the alive reference left: nobody else can take a new one, so the object and its
   // stack go to the free-thread cache together.
   if (td->td_refs.load(std::memory_order_acquire) == 1 &&
@@ -252,7 +254,6 @@ void exit_self() {
   td->td_flags |= TDF_EXITING;
   internal::dequeue(gd, td);
   internal::unlink_allq(gd, td);
-  internal::close_joinq(td, /*abandoned=*/false);
   lwkt_switch();
   internal::panic(td, "exited thread was switched back in");
 }

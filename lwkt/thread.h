@@ -124,11 +124,12 @@ class thread_ref {
   thread* operator->() const { return _td; }
   explicit operator bool() const { return _td != nullptr; }
 
-  // Waits until the thread has exited. From an lwkt thread it blocks only that thread; from
+  // Waits until the thread has exited and been reaped (its stack is back in the cache or
+  // unmapped). From an lwkt thread it blocks only that thread; from
   // any other OS thread it sleeps in the kernel. Returns at once if the thread has exited.
   // Runs on: any OS thread. Requires: not the thread itself; not in a critical section.
   void join();
-  // True once the thread has exited (or was abandoned at shutdown).
+  // True once the thread has exited and been reaped (or was abandoned at shutdown).
   bool exited() const;
   // True if the runtime shut down while the thread was still blocked.
   bool abandoned() const;

@@ -211,7 +211,7 @@ int recurse(int depth) {
 }
 
 TEST(ThreadDeathTest, StackOverflowHitsGuardPage) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  testing::use_safe_death_test_style();
   EXPECT_DEATH(
       {
         auto rt = test_runtime(1);
@@ -225,7 +225,7 @@ TEST(ThreadDeathTest, StackOverflowHitsGuardPage) {
 }
 
 TEST(ThreadDeathTest, ScheduleOfExitedThreadAborts) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  testing::use_safe_death_test_style();
   EXPECT_DEATH(
       {
         auto rt = test_runtime(1);
@@ -240,7 +240,7 @@ TEST(ThreadDeathTest, ScheduleOfExitedThreadAborts) {
 }
 
 TEST(ThreadDeathTest, JoinInsideCriticalSectionAborts) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  testing::use_safe_death_test_style();
   EXPECT_DEATH(
       {
         auto rt = test_runtime(1);
@@ -254,7 +254,7 @@ TEST(ThreadDeathTest, JoinInsideCriticalSectionAborts) {
 }
 
 TEST(ThreadDeathTest, UnbalancedCritExitAborts) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  testing::use_safe_death_test_style();
   EXPECT_DEATH(
       {
         auto rt = test_runtime(1);

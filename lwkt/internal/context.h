@@ -73,4 +73,19 @@ inline void* make_initial_frame(void* stack_top, void* entry_arg) {
   return f;
 }
 
+// For tests and benchmarks of the bare switch: a frame below `stack_top` (16-byte aligned)
+// that lwkt_cpu_switch resumes directly in fn, bypassing the trampoline, with the ABI's
+// function-entry stack alignment. fn must never return.
+inline void* make_bare_frame(void* stack_top, void (*fn)()) {
+#if defined(__x86_64__)
+  // Entry by `ret` must look like a call: RSP = 8 mod 16 at fn's first instruction.
+  void* sp = make_initial_frame(static_cast<char*>(stack_top) - 8, nullptr);
+  static_cast<switch_frame*>(sp)->rip = reinterpret_cast<std::uint64_t>(fn);
+#else
+  void* sp = make_initial_frame(stack_top, nullptr);
+  static_cast<switch_frame*>(sp)->x30 = reinterpret_cast<std::uint64_t>(fn);
+#endif
+  return sp;
+}
+
 }  // namespace lwkt::internal

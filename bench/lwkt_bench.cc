@@ -1,0 +1,197 @@
+// lwkt microbenchmarks and their peers, in one binary so every ratio comes from one run.
+//
+//   BM_Switch_Raw                  lwkt_cpu_switch there and back (2 switches)
+//   BM_Peer_BoostContext_Jump      boost::context jump_fcontext there and back (2 switches)
+//   BM_Yield                       lwkt::yield between two threads on one worker (1 switch)
+//   BM_Peer_BoostFiber_Yield       boost::this_fiber::yield between two fibers (1 switch)
+//   BM_CreateExit_Join             lwkt::create + run + exit + reap + join, one worker
+//   BM_CreateExit_Detached         lwkt::create + run + exit + reap, no join
+//   BM_Peer_BoostFiber_SpawnJoin   boost::fibers::fiber + join
+//   BM_Peer_StdThread_CreateJoin   std::thread + join
+//   BM_Runq_EnqueueDequeue/N       run-queue insert + remove with N threads queued
+//   BM_Runq_EnqueueDequeueMixedUpri/N   the same with 4 distinct td_upri values per level
+#include <benchmark/benchmark.h>
+
+#include <boost/context/detail/fcontext.hpp>
+#include <boost/fiber/all.hpp>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "lwkt/internal/context.h"
+#include "lwkt/internal/runq.h"
+#include "lwkt/runtime.h"
+#include "lwkt/sched.h"
+
+namespace {
+
+using lwkt::Runtime;
+
+// ---- Raw context switch.
+
+void* g_main_sp;
+void* g_peer_sp;
+
+[[noreturn]] void raw_peer() {
+  for (;;) lwkt_cpu_switch(&g_peer_sp, g_main_sp, nullptr);
+}
+
+void BM_Switch_Raw(benchmark::State& state) {
+  std::vector<char> stack(64 * 1024);
+  void* top = reinterpret_cast<void*>(
+      reinterpret_cast<std::uintptr_t>(stack.data() + stack.size()) & ~std::uintptr_t{15});
+  g_peer_sp = lwkt::internal::make_bare_frame(top, raw_peer);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(lwkt_cpu_switch(&g_main_sp, g_peer_sp, nullptr));
+  }
+  state.SetLabel("there and back");
+}
+BENCHMARK(BM_Switch_Raw);
+
+namespace bctx = boost::context::detail;
+
+void boost_peer(bctx::transfer_t t) {
+  for (;;) t = bctx::jump_fcontext(t.fctx, nullptr);
+}
+
+void BM_Peer_BoostContext_Jump(benchmark::State& state) {
+  std::vector<char> stack(64 * 1024);
+  bctx::fcontext_t ctx =
+      bctx::make_fcontext(stack.data() + stack.size(), stack.size(), boost_peer);
+  for (auto _ : state) {
+    bctx::transfer_t t = bctx::jump_fcontext(ctx, nullptr);
+    ctx = t.fctx;
+    benchmark::DoNotOptimize(ctx);
+  }
+  state.SetLabel("there and back");
+}
+BENCHMARK(BM_Peer_BoostContext_Jump);
+
+// ---- Yield between two threads on one worker.
+
+std::unique_ptr<Runtime> one_worker(absl::Duration slice) {
+  Runtime::Options o;
+  o.workers = 1;
+  o.rr_slice = slice;  // zero: every yield rotates, i.e. every yield switches
+  auto rt = Runtime::create(o);
+  if (!rt.ok()) std::abort();
+  return std::move(*rt);
+}
+
+void BM_Yield(benchmark::State& state) {
+  auto rt = one_worker(absl::ZeroDuration());
+  const std::int64_t n = state.max_iterations;
+  while (state.KeepRunningBatch(n)) {
+    auto body = [n] {
+      for (std::int64_t i = 0; i < n / 2; ++i) lwkt::yield();
+    };
+    auto a = rt->spawn(body);
+    auto b = rt->spawn(body);
+    a->join();
+    b->join();
+  }
+  state.SetLabel("one switch per iteration");
+}
+BENCHMARK(BM_Yield);
+
+void BM_Peer_BoostFiber_Yield(benchmark::State& state) {
+  const std::int64_t n = state.max_iterations;
+  while (state.KeepRunningBatch(n)) {
+    auto body = [n] {
+      for (std::int64_t i = 0; i < n / 2; ++i) boost::this_fiber::yield();
+    };
+    boost::fibers::fiber a(body), b(body);
+    a.join();
+    b.join();
+  }
+  state.SetLabel("one switch per iteration");
+}
+BENCHMARK(BM_Peer_BoostFiber_Yield);
+
+// ---- Create, run, exit, reap (and join).
+
+void nothing(void*) {}
+
+void BM_CreateExit_Join(benchmark::State& state) {
+  auto rt = one_worker(absl::ZeroDuration());
+  const std::int64_t n = state.max_iterations;
+  while (state.KeepRunningBatch(n)) {
+    auto driver = rt->spawn([n] {
+      for (std::int64_t i = 0; i < n; ++i) {
+        auto td = lwkt::create(nothing, nullptr);
+        td->join();
+      }
+    });
+    driver->join();
+  }
+}
+BENCHMARK(BM_CreateExit_Join);
+
+void BM_CreateExit_Detached(benchmark::State& state) {
+  auto rt = one_worker(absl::ZeroDuration());
+  const std::int64_t n = state.max_iterations;
+  while (state.KeepRunningBatch(n)) {
+    auto driver = rt->spawn([n] {
+      for (std::int64_t i = 0; i < n; ++i) {
+        { auto td = lwkt::create(nothing, nullptr); }  // drop the reference at once
+        lwkt::yield();  // the child runs, exits, and is reaped when we resume
+      }
+    });
+    driver->join();
+  }
+}
+BENCHMARK(BM_CreateExit_Detached);
+
+void BM_Peer_BoostFiber_SpawnJoin(benchmark::State& state) {
+  for (auto _ : state) {
+    boost::fibers::fiber f([] {});
+    f.join();
+  }
+}
+BENCHMARK(BM_Peer_BoostFiber_SpawnJoin);
+
+void BM_Peer_StdThread_CreateJoin(benchmark::State& state) {
+  for (auto _ : state) {
+    std::thread t([] {});
+    t.join();
+  }
+}
+BENCHMARK(BM_Peer_StdThread_CreateJoin);
+
+// ---- Run queue.
+
+void runq_bench(benchmark::State& state, int upri_values) {
+  const int n = static_cast<int>(state.range(0));
+  std::vector<lwkt::thread> resident(static_cast<std::size_t>(n));
+  std::vector<lwkt::thread> probes(64);
+  std::mt19937 rng(1);
+  lwkt::internal::runq q;
+  for (auto& t : resident) {
+    t.td_pri = 1 + static_cast<int>(rng() % 30);
+    t.td_upri = static_cast<int>(rng() % static_cast<unsigned>(upri_values));
+    q.insert(&t);
+  }
+  for (auto& t : probes) {
+    t.td_pri = 1 + static_cast<int>(rng() % 30);
+    t.td_upri = static_cast<int>(rng() % static_cast<unsigned>(upri_values));
+  }
+  std::size_t i = 0;
+  for (auto _ : state) {
+    lwkt::thread* t = &probes[i++ & 63];
+    q.insert(t);
+    benchmark::DoNotOptimize(q.head());
+    q.remove(t);
+  }
+}
+
+void BM_Runq_EnqueueDequeue(benchmark::State& state) { runq_bench(state, 1); }
+BENCHMARK(BM_Runq_EnqueueDequeue)->Arg(10)->Arg(1000)->Arg(100000);
+
+void BM_Runq_EnqueueDequeueMixedUpri(benchmark::State& state) { runq_bench(state, 4); }
+BENCHMARK(BM_Runq_EnqueueDequeueMixedUpri)->Arg(10)->Arg(1000)->Arg(100000);
+
+}  // namespace
+
+BENCHMARK_MAIN();
