@@ -15,6 +15,7 @@ std::vector<thread*> drain(runq& q) {
   std::vector<thread*> out;
   while (thread* td = q.head()) {
     q.remove(td);
+    EXPECT_TRUE(q.check());
     out.push_back(td);
   }
   return out;
@@ -30,6 +31,7 @@ TEST(Runq, OrdersByPriThenUpriThenArrival) {
     q.insert(&tds[i]);
   }
   EXPECT_EQ(q.count(), 200u);
+  EXPECT_TRUE(q.check());
   // Expected: stable sort by (pri desc, upri desc) of arrival order.
   std::vector<thread*> expect;
   for (auto& t : tds) expect.push_back(&t);
@@ -43,6 +45,27 @@ TEST(Runq, OrdersByPriThenUpriThenArrival) {
   EXPECT_EQ(drain(q), expect);
   EXPECT_TRUE(q.empty());
   EXPECT_EQ(q.head(), nullptr);
+}
+
+// Random inserts and removals (heads, tails, middles) with many distinct td_upri keep
+// every invariant, checked after each operation against a reference model.
+TEST(Runq, RandomChurnKeepsInvariants) {
+  std::vector<thread> tds(300);
+  std::vector<bool> queued(tds.size(), false);
+  std::mt19937 rng(3);
+  runq q;
+  for (int step = 0; step < 20000; ++step) {
+    std::size_t i = rng() % tds.size();
+    if (queued[i]) {
+      q.remove(&tds[i]);
+    } else {
+      tds[i].td_pri = static_cast<int>(rng() % 4);
+      tds[i].td_upri = static_cast<int>(rng() % 7) - 3;
+      q.insert(&tds[i]);
+    }
+    queued[i] = !queued[i];
+    ASSERT_TRUE(q.check()) << "step " << step;
+  }
 }
 
 TEST(Runq, InsertReportsNewHead) {
@@ -99,7 +122,13 @@ TEST(Runq, HundredThousandEntries) {
     q.insert(&tds[i]);
   }
   EXPECT_EQ(q.count(), static_cast<unsigned>(kN));
-  std::vector<thread*> out = drain(q);
+  EXPECT_TRUE(q.check());
+  std::vector<thread*> out;
+  while (thread* td = q.head()) {
+    q.remove(td);
+    out.push_back(td);
+  }
+  EXPECT_TRUE(q.check());
   ASSERT_EQ(out.size(), static_cast<std::size_t>(kN));
   for (std::size_t i = 1; i < out.size(); ++i) {
     ASSERT_GE(std::tie(out[i - 1]->td_pri, out[i - 1]->td_upri),

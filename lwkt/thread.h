@@ -80,6 +80,8 @@ struct thread {
   globaldata* td_gd = nullptr;           // owning worker; constant until migration
   thread* td_rq_next = nullptr;          // run-queue links (gd_tdrunq)
   thread* td_rq_prev = nullptr;
+  thread* td_rqg_next = nullptr;         // run-queue group links, valid on a group's tail
+  thread* td_rqg_prev = nullptr;         //   (see internal/runq.h)
   thread* td_all_next = nullptr;         // all threads of the worker (gd_tdallq)
   thread* td_all_prev = nullptr;
   int td_pri = TDPRI_KERN_DAEMON;        // run-queue priority

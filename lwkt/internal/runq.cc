@@ -2,32 +2,36 @@
 
 namespace lwkt::internal {
 
+// Puts `to` in `from`'s place on a level's group list.
+void runq::replace_group_tail(level& lv, thread* from, thread* to) {
+  to->td_rqg_prev = from->td_rqg_prev;
+  to->td_rqg_next = from->td_rqg_next;
+  if (to->td_rqg_prev) {
+    to->td_rqg_prev->td_rqg_next = to;
+  } else {
+    lv.ghead = to;
+  }
+  if (to->td_rqg_next) {
+    to->td_rqg_next->td_rqg_prev = to;
+  } else {
+    lv.gtail = to;
+  }
+  from->td_rqg_next = from->td_rqg_prev = nullptr;
+}
+
 bool runq::insert(thread* td) {
   level& lv = _levels[td->td_pri];
   const int upri = td->td_upri;
-  // Bidirectional scan for the slot after the last thread at least as good as td (equal or
-  // higher td_upri). The reverse cursor is tested first, so the FIFO case ends at the tail.
-  thread* fwd = lv.head;
-  thread* rev = lv.tail;
-  thread* after = nullptr;  // insert after this one (null: at the head)
-  for (;;) {
-    if (rev == nullptr) break;  // nothing in the level is as good: insert at the head
-    if (rev->td_upri >= upri) {
-      after = rev;
-      break;
-    }
-    if (fwd->td_upri < upri) {  // fwd is the first worse thread: insert before it
-      after = fwd->td_rq_prev;
-      break;
-    }
-    fwd = fwd->td_rq_next;
-    rev = rev->td_rq_prev;
-  }
-  thread* before = after ? after->td_rq_next : lv.head;
-  td->td_rq_prev = after;
+  // The tail of the worst group that is at least as good as td (null: none is).
+  thread* g = lv.gtail;
+  while (g && g->td_upri < upri) g = g->td_rqg_prev;
+
+  // Link td into the level list right after g (at the head when g is null).
+  thread* before = g ? g->td_rq_next : lv.head;
+  td->td_rq_prev = g;
   td->td_rq_next = before;
-  if (after) {
-    after->td_rq_next = td;
+  if (g) {
+    g->td_rq_next = td;
   } else {
     lv.head = td;
   }
@@ -36,6 +40,25 @@ bool runq::insert(thread* td) {
   } else {
     lv.tail = td;
   }
+
+  if (g && g->td_upri == upri) {
+    replace_group_tail(lv, g, td);  // td is the new tail of g's group
+  } else {
+    // A new group, right after g on the group list (first when g is null).
+    thread* after_g = g ? g->td_rqg_next : lv.ghead;
+    td->td_rqg_prev = g;
+    td->td_rqg_next = after_g;
+    if (g) {
+      g->td_rqg_next = td;
+    } else {
+      lv.ghead = td;
+    }
+    if (after_g) {
+      after_g->td_rqg_prev = td;
+    } else {
+      lv.gtail = td;
+    }
+  }
   _bitmap |= 1u << td->td_pri;
   ++_count;
   return head() == td;
@@ -43,15 +66,34 @@ bool runq::insert(thread* td) {
 
 void runq::remove(thread* td) {
   level& lv = _levels[td->td_pri];
-  if (td->td_rq_prev) {
-    td->td_rq_prev->td_rq_next = td->td_rq_next;
-  } else {
-    lv.head = td->td_rq_next;
+  thread* prev = td->td_rq_prev;
+  thread* next = td->td_rq_next;
+  if (next == nullptr || next->td_upri != td->td_upri) {  // td is its group's tail
+    if (prev && prev->td_upri == td->td_upri) {
+      replace_group_tail(lv, td, prev);
+    } else {  // the group empties
+      if (td->td_rqg_prev) {
+        td->td_rqg_prev->td_rqg_next = td->td_rqg_next;
+      } else {
+        lv.ghead = td->td_rqg_next;
+      }
+      if (td->td_rqg_next) {
+        td->td_rqg_next->td_rqg_prev = td->td_rqg_prev;
+      } else {
+        lv.gtail = td->td_rqg_prev;
+      }
+      td->td_rqg_next = td->td_rqg_prev = nullptr;
+    }
   }
-  if (td->td_rq_next) {
-    td->td_rq_next->td_rq_prev = td->td_rq_prev;
+  if (prev) {
+    prev->td_rq_next = next;
   } else {
-    lv.tail = td->td_rq_prev;
+    lv.head = next;
+  }
+  if (next) {
+    next->td_rq_prev = prev;
+  } else {
+    lv.tail = prev;
   }
   td->td_rq_next = td->td_rq_prev = nullptr;
   if (lv.head == nullptr) _bitmap &= ~(1u << td->td_pri);
@@ -63,6 +105,28 @@ thread* runq::next(const thread* td) const {
   std::uint32_t below = _bitmap & ((1u << td->td_pri) - 1);
   if (below == 0) return nullptr;
   return _levels[31 - __builtin_clz(below)].head;
+}
+
+bool runq::check() const {
+  std::uint32_t n = 0;
+  for (int p = 0; p < kNumPriorities; ++p) {
+    const level& lv = _levels[p];
+    if (((_bitmap >> p) & 1) != (lv.head != nullptr)) return false;
+    thread* expect_group = lv.ghead;
+    thread* prev = nullptr;
+    for (thread* td = lv.head; td; prev = td, td = td->td_rq_next) {
+      ++n;
+      if (td->td_pri != p || td->td_rq_prev != prev) return false;
+      if (prev && prev->td_upri < td->td_upri) return false;
+      const bool is_tail = !td->td_rq_next || td->td_rq_next->td_upri != td->td_upri;
+      if (is_tail) {
+        if (td != expect_group) return false;
+        expect_group = td->td_rqg_next;
+      }
+    }
+    if (prev != lv.tail || expect_group != nullptr) return false;
+  }
+  return n == _count;
 }
 
 }  // namespace lwkt::internal

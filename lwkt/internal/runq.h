@@ -4,15 +4,19 @@
 // critical section. Order: td_pri descending, then td_upri descending, then arrival (FIFO).
 //
 // Layout: one intrusive doubly linked list per priority level (32 levels) plus a bitmap of
-// non-empty levels, so finding the head is one count-leading-zeros and, when arrival order
-// decides (the common case: equal td_upri), enqueue and dequeue are O(1) whatever the
-// queue length. Within a level, the insertion point for an unequal td_upri is found with
-// DragonFly's bidirectional scan (a cursor from each end, whichever reaches the slot first),
-// bounding the cost by the distance from the nearer end.
+// non-empty levels, so finding the head is one count-leading-zeros. Inside a level, the
+// threads of equal td_upri form a group (a FIFO run of the list); the group's last thread
+// (its tail) is also linked on the level's short group list (td_rqg_*), sorted like the
+// level. Enqueue finds its group by walking the group list from the worst end and appends
+// after that group's tail: O(number of distinct td_upri in the level), O(1) in the common
+// case where they are all equal, and never a walk over threads (DragonFly walks threads
+// with a bidirectional scan). Dequeue is O(1): a removed group tail hands its group links to
+// its predecessor in the group, or unlinks the group.
 //
-// Invariant: td is linked at level td->td_pri iff TDF_RUNQ is set in td->td_flags; each
-// level list is sorted by td_upri descending, FIFO among equals; bit p of the bitmap is set
-// iff level p is non-empty; count() is the number of linked threads.
+// Invariant: td is linked at level td->td_pri iff the caller's TDF_RUNQ is set; each level
+// list is sorted by td_upri descending, FIFO among equals; a thread is on its level's group
+// list iff it is the last of its td_upri run; bit p of the bitmap is set iff level p is
+// non-empty; count() is the number of linked threads.
 #pragma once
 
 #include <cstdint>
@@ -45,13 +49,18 @@ class runq {
   // The thread after td in queue order (null at the end).
   thread* next(const thread* td) const;
   std::uint32_t count() const { return _count; }
+  // Verifies every invariant above by walking the whole queue (O(n); tests and debug).
+  bool check() const;
   bool empty() const { return _count == 0; }
 
  private:
   struct level {
-    thread* head = nullptr;
+    thread* head = nullptr;   // best thread of the level
     thread* tail = nullptr;
+    thread* ghead = nullptr;  // group list: the tail of the best group ...
+    thread* gtail = nullptr;  // ... and of the worst group
   };
+  static void replace_group_tail(level& lv, thread* from, thread* to);
   level _levels[kNumPriorities];
   std::uint32_t _bitmap = 0;
   std::uint32_t _count = 0;

