@@ -119,7 +119,7 @@ void BM_Yield(benchmark::State& state) {
   }
   state.SetLabel("one switch per iteration");
 }
-BENCHMARK(BM_Yield);
+BENCHMARK(BM_Yield)->UseRealTime();
 
 void BM_Peer_BoostFiber_Yield(benchmark::State& state) {
   const std::int64_t n = state.max_iterations;
@@ -152,7 +152,7 @@ void BM_CreateExit_Join(benchmark::State& state) {
     driver->join();
   }
 }
-BENCHMARK(BM_CreateExit_Join);
+BENCHMARK(BM_CreateExit_Join)->UseRealTime();
 
 void BM_CreateExit_Detached(benchmark::State& state) {
   auto rt = one_worker(absl::ZeroDuration());
@@ -167,7 +167,7 @@ void BM_CreateExit_Detached(benchmark::State& state) {
     driver->join();
   }
 }
-BENCHMARK(BM_CreateExit_Detached);
+BENCHMARK(BM_CreateExit_Detached)->UseRealTime();
 
 void BM_Peer_BoostFiber_SpawnJoin(benchmark::State& state) {
   for (auto _ : state) {
@@ -183,7 +183,7 @@ void BM_Peer_StdThread_CreateJoin(benchmark::State& state) {
     t.join();
   }
 }
-BENCHMARK(BM_Peer_StdThread_CreateJoin);
+BENCHMARK(BM_Peer_StdThread_CreateJoin)->UseRealTime();
 
 // ---- Run queue.
 

@@ -25,8 +25,11 @@ void post(globaldata* gd, ipiq::inbox_msg* msg) {
 
 void drain_inbox(globaldata* gd) {
   // Clear the flag before taking the list: a message pushed after take_all() then finds
-  // the inbox empty and sets the flag again, so none is left unflagged.
-  gd->gd_reqflags.fetch_and(~RQF_IPIQ, std::memory_order_relaxed);
+  // the inbox empty and sets the flag again, so none is left unflagged. (Load first: the
+  // idle loop calls this on every pass and an RMW costs a locked instruction.)
+  if (gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ) {
+    gd->gd_reqflags.fetch_and(~RQF_IPIQ, std::memory_order_relaxed);
+  }
   ipiq::inbox_msg* m = gd->gd_inbox.take_all();
   if (!m) return;
   ++gd->gd_intr_nesting_level;

@@ -141,6 +141,22 @@ absl::StatusOr<thread_ref> create_local(globaldata* gd, void (*fn)(void*), void*
   return ref;
 }
 
+void free_thread_object(thread* td) {
+  // On the owning worker the object goes back to the free-thread cache with a cached stack
+  // (the common case: a joiner on the same worker drops its reference last).
+  globaldata* gd = t_mycpu;
+  if (gd && gd == td->td_gd && gd->gd_freetd_count < gd->gd_cache_max &&
+      !gd->gd_freestacks.empty()) {
+    td->td_stack = gd->gd_freestacks.back();
+    gd->gd_freestacks.pop_back();
+    td->td_all_next = gd->gd_freetd;
+    gd->gd_freetd = td;
+    ++gd->gd_freetd_count;
+    return;
+  }
+  delete td;
+}
+
 void reap(globaldata* gd, thread* td) {
   tsan_destroy_fiber(td->td_tsan_fiber);
   td->td_tsan_fiber = nullptr;
@@ -265,7 +281,7 @@ void rele(thread* td) {
   std::int32_t old = td->td_refs.fetch_sub(1, std::memory_order_acq_rel);
   LWKT_ASSERT(old > 0, td, "lwkt::rele without a hold (td_refs=%d)", old);
   // Zero only after reap dropped the alive reference and detached the stack.
-  if (old == 1) delete td;
+  if (old == 1) internal::free_thread_object(td);
 }
 
 thread_ref::thread_ref(thread* td) : _td(td) {

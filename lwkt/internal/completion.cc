@@ -56,6 +56,15 @@ void completion::signal() {
               "completion signalled twice (state %u)", prev);
   if (prev == kLwktWaiter) {
     thread* w = c_waiter;
+    globaldata* gd = t_mycpu;
+    if (gd && w->td_gd == gd) {
+      // Same worker: w cannot run before we switch, so no hold is needed.
+      c_state.store(kDone, std::memory_order_release);
+      ++gd->gd_curthread->td_critcount;
+      enqueue(gd, w);
+      crit_exit();
+      return;
+    }
     hold(w);  // w may run (and exit) as soon as it sees kDone
     // release: pairs with the waiter's acquire loads; after this store the completion may
     // be gone.

@@ -28,6 +28,8 @@ void wakeup_thread(thread* td);
 void switch_return(globaldata* gd, thread* prev);
 // Reaps an exited thread once it is off its stack (thread.cc).
 void reap(globaldata* gd, thread* td);
+// Frees a reaped thread object whose last reference was dropped (thread.cc).
+void free_thread_object(thread* td);
 
 // Creates a thread owned by gd (thread.cc). Options must already be validated.
 absl::StatusOr<thread_ref> create_local(globaldata* gd, void (*fn)(void*), void* arg,

@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Turns Google Benchmark JSON from //bench:lwkt_bench into the report table.
+
+Each row compares one lwkt measurement with a peer measured in the same run, as a ratio
+(lwkt / peer; below 1.0 means lwkt is faster), and says whether the issue's target holds.
+With --benchmark_repetitions the median is used.
+Usage: bench_table.py results.json [--markdown]
+"""
+import json
+import sys
+
+# (label, lwkt benchmark, peer benchmark, target ratio or None for informational rows)
+ROWS = [
+    ("raw switch, there and back", "BM_Switch_Raw", "BM_Peer_BoostContext_Jump", 1.0),
+    ("raw switch, asymmetric code", "BM_Switch_Raw_Asymmetric", "BM_Peer_BoostContext_Jump", None),
+    ("yield between two threads", "BM_Yield", "BM_Peer_BoostFiber_Yield", 0.5),
+    ("create+run+exit+join", "BM_CreateExit_Join", "BM_Peer_BoostFiber_SpawnJoin", 0.5),
+    ("create+run+exit (detached)", "BM_CreateExit_Detached", "BM_Peer_BoostFiber_SpawnJoin", None),
+    ("create+run+exit+join vs OS thread", "BM_CreateExit_Join", "BM_Peer_StdThread_CreateJoin", None),
+    ("runq enqueue+dequeue, 100,000 vs 10 queued", "BM_Runq_EnqueueDequeue/100000",
+     "BM_Runq_EnqueueDequeue/10", 2.0),
+    ("runq enqueue+dequeue, 1,000 vs 10 queued", "BM_Runq_EnqueueDequeue/1000",
+     "BM_Runq_EnqueueDequeue/10", None),
+    ("runq, 4 td_upri values, 100,000 vs 10", "BM_Runq_EnqueueDequeueMixedUpri/100000",
+     "BM_Runq_EnqueueDequeueMixedUpri/10", None),
+]
+
+
+def load(path):
+    with open(path) as f:
+        data = json.load(f)
+    times = {}
+    medians = {}
+    for b in data["benchmarks"]:
+        name = b.get("run_name", b["name"])
+        if name.endswith("/real_time"):
+            name = name[: -len("/real_time")]
+        t = b["real_time"] if b.get("time_unit", "ns") == "ns" else None
+        if t is None:
+            scale = {"us": 1e3, "ms": 1e6, "s": 1e9}[b["time_unit"]]
+            t = b["real_time"] * scale
+        if b.get("aggregate_name") == "median":
+            medians[name] = t
+        elif b.get("run_type", "iteration") == "iteration":
+            times.setdefault(name, t)
+    times.update(medians)
+    return data.get("context", {}), times
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    ctx, t = load(sys.argv[1])
+    out = []
+    out.append("lwkt benchmark report (%s, %s CPUs at %s MHz; lower is better)" %
+               (ctx.get("date", "?"), ctx.get("num_cpus", "?"), ctx.get("mhz_per_cpu", "?")))
+    out.append("")
+    out.append("| measurement | lwkt ns | peer | peer ns | ratio | target | met |")
+    out.append("|---|---:|---|---:|---:|---:|---|")
+    missing = False
+    for label, ours, peer, target in ROWS:
+        if ours not in t or peer not in t:
+            out.append("| %s | - | %s | - | - | - | not measured |" % (label, peer))
+            missing = True
+            continue
+        ratio = t[ours] / t[peer]
+        met = "-" if target is None else ("yes" if ratio <= target else "NO")
+        out.append("| %s | %.1f | %s | %.1f | %.2fx | %s | %s |" % (
+            label, t[ours], peer.replace("BM_Peer_", "").replace("BM_", ""), t[peer], ratio,
+            "<= %.1fx" % target if target else "info", met))
+    out.append("")
+    out.append("All results (ns per iteration, real time):")
+    for name in sorted(t):
+        out.append("  %-45s %12.1f" % (name, t[name]))
+    print("\n".join(out))
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
