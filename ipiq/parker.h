@@ -69,6 +69,9 @@ class parker {
     return true;
   }
 
+  // True while the consumer has announced parking (for tests and statistics).
+  bool parked() const { return _state.load(std::memory_order_relaxed) == kParked; }
+
   // Number of times the consumer went to sleep (consumer-written; for statistics).
   std::uint64_t parks() const { return _parks; }
 

@@ -14,6 +14,7 @@
 #include "lwkt/internal/runtime_state.h"
 #include "lwkt/internal/sched_internal.h"
 #include "lwkt/internal/stack.h"
+#include "lwkt/ipi.h"
 #include "lwkt/sched.h"
 
 namespace lwkt {
@@ -50,9 +51,10 @@ absl::Status validate_thread_options(const runtime_state* rs, const thread_optio
 namespace {
 
 absl::Status validate_options(const Runtime::Options& o) {
-  if (o.workers != Runtime::kAutoWorkers && (o.workers < 1 || o.workers > 4096)) {
+  if (o.workers != Runtime::kAutoWorkers && (o.workers < 1 || o.workers > kMaxWorkers)) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "Runtime::Options.workers is %d; it must be in [1, 4096] or kAutoWorkers", o.workers));
+        "Runtime::Options.workers is %d; it must be in [1, %d] or kAutoWorkers", o.workers,
+        kMaxWorkers));
   }
   if (o.stack_size < Runtime::kMinStackSize || o.stack_size > Runtime::kMaxStackSize) {
     return absl::InvalidArgumentError(
@@ -128,6 +130,11 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
   }
   if (cpus.empty()) cpus = s->topo->pus();
   const int n = opts.workers == kAutoWorkers ? static_cast<int>(cpus.size()) : opts.workers;
+  if (n > kMaxWorkers) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "Runtime::Options.cpus names %d CPUs; at most %d workers are supported", n, kMaxWorkers));
+  }
+  s->rings.reset(new ipiq::ring[static_cast<std::size_t>(n) * static_cast<std::size_t>(n)]);
 
   const std::size_t stack = internal::round_to_pages(opts.stack_size);
   const std::uint64_t slice = internal::ns_to_ticks(absl::ToInt64Nanoseconds(opts.rr_slice));
@@ -141,6 +148,8 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
     auto* gd = new (mem) globaldata;
     gd->gd_cpuid = i;
     gd->gd_runtime = s.get();
+    gd->gd_ncpus = n;
+    gd->gd_rings = s->rings.get();
     gd->gd_default_stack = stack;
     gd->gd_cache_max = opts.thread_cache;
     gd->gd_slice_ticks = slice;
@@ -210,7 +219,7 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
   runtime_state* rs = _s.get();
   std::lock_guard<std::mutex> l(rs->shutdown_mu);
   if (rs->shut_down) return rs->shutdown_status;
-  LWKT_ASSERT(internal::t_mycpu == nullptr || internal::t_mycpu->gd_runtime != rs, curthread(),
+  LWKT_ASSERT(internal::mycpu() == nullptr || internal::mycpu()->gd_runtime != rs, curthread(),
               "Runtime::shutdown called from one of its own workers");
   rs->stopping.store(true, std::memory_order_release);
 
@@ -231,9 +240,10 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
   for (bool again = true; again;) {
     again = false;
     for (globaldata* gd : rs->gds) {
-      if (!gd->gd_inbox.empty()) {
+      if (!gd->gd_inbox.empty() || internal::ipiq_pending(gd)) {
         again = true;
-        internal::drain_inbox(gd);
+        gd->gd_cpusync_pending.clear();  // no master is left to release them
+        internal::drain_all(gd);
       }
     }
   }

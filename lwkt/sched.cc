@@ -3,6 +3,8 @@
 #include "lwkt/sched.h"
 
 #include "lwkt/internal/clock.h"
+#include "lwkt/internal/runtime_state.h"
+#include "lwkt/ipi.h"
 #include "lwkt/internal/context.h"
 #include "lwkt/internal/sanitizers.h"
 #include "lwkt/internal/sched_internal.h"
@@ -10,7 +12,7 @@
 namespace lwkt {
 namespace internal {
 
-thread_local globaldata* t_mycpu __attribute__((tls_model("initial-exec"))) = nullptr;
+thread_local globaldata* t_mycpu asm("lwkt_t_mycpu") __attribute__((tls_model("initial-exec"))) = nullptr;
 
 void post(globaldata* gd, ipiq::inbox_msg* msg) {
   if (gd->gd_inbox.push(msg)) {
@@ -21,6 +23,11 @@ void post(globaldata* gd, ipiq::inbox_msg* msg) {
     gd->gd_reqflags.fetch_or(RQF_IPIQ, std::memory_order_relaxed);
   }
   gd->gd_parker.kick();
+}
+
+void drain_all(globaldata* gd) {
+  drain_inbox(gd);
+  process_ipiq(gd);
 }
 
 void drain_inbox(globaldata* gd) {
@@ -47,12 +54,13 @@ void drain_inbox(globaldata* gd) {
 void splz(globaldata* gd) {
   thread* td = gd->gd_curthread;
   ++td->td_critcount;
-  while (gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ) drain_inbox(gd);
+  while (gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ) drain_all(gd);
   --td->td_critcount;
 }
 
 void enqueue(globaldata* gd, thread* td) {
-  if (td->td_flags & TDF_RUNQ) return;
+  // Idempotent; a migrating thread is queued by the worker that adopts it.
+  if (td->td_flags & (TDF_RUNQ | TDF_MIGRATING)) return;
   td->td_flags = (td->td_flags | TDF_RUNQ) & ~TDF_NOSTART;
   if (gd->gd_tdrunq.insert(td) && td != gd->gd_curthread) gd->gd_ast |= RQF_AST_LWKT_RESCHED;
 }
@@ -65,30 +73,52 @@ void dequeue(globaldata* gd, thread* td) {
 
 namespace {
 
-// The remote half of schedule(): runs on td's owner as an inbox message.
+// Remote schedule/deschedule from an OS thread that is not a worker: td's embedded inbox
+// message, at most one in flight (TDF_MP_WAKEPEND), holding a reference.
 void handle_schedmsg(ipiq::inbox_msg* msg, void* ctx) {
   auto* gd = static_cast<globaldata*>(ctx);
   thread* td = static_cast<thread_msg*>(msg)->td;
   // acq_rel: a schedule() that runs after this clear must send a new message (it sees the
-  // bit clear); one that ran before is covered by the enqueue below.
-  std::uint32_t mp = td->td_mpflags.fetch_and(~TDF_MP_WAKEPEND, std::memory_order_acq_rel);
-  // A wakeup sent while td was alive may arrive after it exited: drop it.
-  if (!(td->td_flags & TDF_EXITING) && !(mp & TDF_MP_EXITED)) {
-    LWKT_ASSERT(td->td_gd == gd, td, "schedule message delivered to worker %d", gd->gd_cpuid);
-    enqueue(gd, td);
+  // bit clear); one that ran before is covered by what follows.
+  td->td_mpflags.fetch_and(~TDF_MP_WAKEPEND, std::memory_order_acq_rel);
+  schedule_on_owner(gd, td, nullptr);
+}
+
+// Runs on the worker that (as far as the sender knew) owns td. Chases a thread that has
+// migrated; drops a wakeup for a thread that exited or is migrating (it will be queued by
+// its new owner anyway). Consumes the sender's hold.
+void ipi_schedule(void* arg, std::intptr_t, void*, void* ctx) {
+  schedule_on_owner(static_cast<globaldata*>(ctx), static_cast<thread*>(arg), nullptr);
+}
+
+void ipi_deschedule(void* arg, std::intptr_t, void*, void* ctx) {
+  auto* gd = static_cast<globaldata*>(ctx);
+  auto* td = static_cast<thread*>(arg);
+  globaldata* owner = td->td_gd;
+  if (owner != gd) {
+    send_ipi(owner, ipi_deschedule, td, 0, nullptr, false);  // chase; the hold travels
+    return;
   }
-  rele(td);  // the hold taken by schedule_remote()
+  if (!(td->td_flags & TDF_EXITING)) dequeue(gd, td);
+  rele(td);
 }
 
 void schedule_remote(thread* td) {
+  globaldata* me = mycpu();
+  globaldata* owner = td->td_gd;
+  if (me && me->gd_runtime == owner->gd_runtime) {
+    hold(td);  // keeps the object valid while the message is in flight
+    send_ipi(owner, ipi_schedule, td, 0, nullptr, false);
+    return;
+  }
   // acq_rel: exactly one sender of a burst posts the embedded message.
   if (td->td_mpflags.fetch_or(TDF_MP_WAKEPEND, std::memory_order_acq_rel) & TDF_MP_WAKEPEND) {
     return;
   }
-  hold(td);  // keeps the object valid while the message is in flight
+  hold(td);
   td->td_schedmsg.td = td;
   td->td_schedmsg.im_func = handle_schedmsg;
-  post(td->td_gd, &td->td_schedmsg);
+  post(owner, &td->td_schedmsg);
 }
 
 // Switches the worker from td to ntd. Not instrumented by TSan: between the fiber switch
@@ -126,8 +156,19 @@ void scheduler_clock(globaldata* gd, thread* td) {
 
 }  // namespace
 
+void schedule_on_owner(globaldata* gd, thread* td, void*) {
+  globaldata* owner = td->td_gd;
+  if (owner != gd) {
+    send_ipi(owner, ipi_schedule, td, 0, nullptr, false);  // chase; the hold travels
+    return;
+  }
+  std::uint32_t mp = td->td_mpflags.load(std::memory_order_acquire);
+  if (!(td->td_flags & TDF_EXITING) && !(mp & TDF_MP_EXITED)) enqueue(gd, td);
+  rele(td);
+}
+
 void wakeup_thread(thread* td) {
-  globaldata* gd = t_mycpu;
+  globaldata* gd = mycpu();
   if (gd && td->td_gd == gd) {
     if (td->td_flags & TDF_EXITING) return;
     ++gd->gd_curthread->td_critcount;
@@ -140,15 +181,22 @@ void wakeup_thread(thread* td) {
 
 void switch_return(globaldata* gd, thread* prev) {
   prev->td_flags &= ~TDF_RUNNING;
+  if (globaldata* target = prev->td_migrate_gd) {
+    // prev is off its stack only now: hand it to its new worker (DragonFly: the next
+    // thread's lwkt_switch_return sends the adopt message).
+    prev->td_migrate_gd = nullptr;
+    send_ipi(target, ipi_adopt, prev, 0, nullptr, false);
+    return;
+  }
   if (prev->td_flags & TDF_EXITING) reap(gd, prev);
 }
 
 }  // namespace internal
 
-using internal::t_mycpu;
+using internal::mycpu;
 
 void schedule(thread* td) {
-  globaldata* gd = t_mycpu;
+  globaldata* gd = mycpu();
   LWKT_ASSERT(!(td->td_mpflags.load(std::memory_order_relaxed) & TDF_MP_EXITED), td,
               "lwkt::schedule of a thread that has exited");
   if (gd && td->td_gd == gd) {
@@ -164,17 +212,19 @@ void schedule(thread* td) {
 }
 
 void deschedule(thread* td) {
-  globaldata* gd = t_mycpu;
-  LWKT_ASSERT(gd && td->td_gd == gd, td,
-              "lwkt::deschedule from worker %d of a thread it does not own",
-              gd ? gd->gd_cpuid : -1);
-  ++gd->gd_curthread->td_critcount;
-  internal::dequeue(gd, td);
-  crit_exit();
+  globaldata* gd = mycpu();
+  if (gd && td->td_gd == gd) {
+    ++gd->gd_curthread->td_critcount;
+    internal::dequeue(gd, td);
+    crit_exit();
+    return;
+  }
+  hold(td);  // released by the owner's handler
+  internal::send_ipi(td->td_gd, internal::ipi_deschedule, td, 0, nullptr, false);
 }
 
 void schedule_self() {
-  globaldata* gd = t_mycpu;
+  globaldata* gd = mycpu();
   thread* td = gd->gd_curthread;
   LWKT_ASSERT(!(td->td_flags & TDF_IDLETHREAD), td, "schedule_self by the idle thread");
   ++td->td_critcount;
@@ -183,7 +233,7 @@ void schedule_self() {
 }
 
 void deschedule_self() {
-  globaldata* gd = t_mycpu;
+  globaldata* gd = mycpu();
   thread* td = gd->gd_curthread;
   ++td->td_critcount;
   internal::dequeue(gd, td);
@@ -191,7 +241,7 @@ void deschedule_self() {
 }
 
 void lwkt_switch() {
-  globaldata* gd = t_mycpu;
+  globaldata* gd = mycpu();
   LWKT_ASSERT(gd != nullptr, nullptr, "lwkt_switch from an OS thread that is not a worker");
   thread* td = gd->gd_curthread;
   LWKT_ASSERT(gd->gd_intr_nesting_level == 0, td,
@@ -199,7 +249,7 @@ void lwkt_switch() {
               gd->gd_intr_nesting_level);
   ++td->td_critcount;
   // Remote schedule requests may make a better thread runnable: take them in first.
-  if (gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ) internal::drain_inbox(gd);
+  if (gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ) internal::drain_all(gd);
   gd->gd_ast &= ~RQF_AST_LWKT_RESCHED;
   thread* ntd = gd->gd_tdrunq.head();
   if (ntd == nullptr) ntd = &gd->gd_idlethread;
@@ -213,15 +263,15 @@ void lwkt_switch() {
     if (gd->gd_slice_ticks) ntd->td_slice_start = internal::cheap_clock();
     thread* prev = internal::cpu_switch_to(gd, td, ntd);
     gd = td->td_gd;  // td resumes here; re-read its worker (migration will change it)
-    LWKT_ASSERT(gd == t_mycpu, td, "resumed on worker %d, which does not own it",
-                t_mycpu->gd_cpuid);
+    LWKT_ASSERT(gd == mycpu(), td, "resumed on worker %d, which does not own it",
+                mycpu()->gd_cpuid);
     internal::switch_return(gd, prev);
   }
   --td->td_critcount;
 }
 
 void yield() {
-  globaldata* gd = t_mycpu;
+  globaldata* gd = mycpu();
   thread* td = gd->gd_curthread;
   if ((gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IDLECHECK_MASK) &&
       gd->gd_intr_nesting_level == 0) {
@@ -237,7 +287,7 @@ void yield() {
 }
 
 void yield_quick() {
-  globaldata* gd = t_mycpu;
+  globaldata* gd = mycpu();
   thread* td = gd->gd_curthread;
   if ((gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IDLECHECK_MASK) &&
       gd->gd_intr_nesting_level == 0) {
@@ -257,7 +307,7 @@ void yield_quick() {
 }
 
 void setpri(thread* td, int pri) {
-  globaldata* gd = t_mycpu;
+  globaldata* gd = mycpu();
   LWKT_ASSERT(pri >= TDPRI_IDLE_WORK && pri <= TDPRI_MAX, td, "setpri to %d, outside [%d, %d]",
               pri, TDPRI_IDLE_WORK, TDPRI_MAX);
   LWKT_ASSERT(gd && td->td_gd == gd, td, "setpri from a worker that does not own it");

@@ -76,6 +76,20 @@ void yield_quick();
 void setpri(thread* td, int pri);
 void setpri_self(int pri);
 
+// Migration (DragonFly lwkt_setcpu_self / lwkt_migratecpu): the calling thread moves itself
+// to worker `cpu` and returns running there. Its identity, stack, priority and references
+// survive. Caution: code must not keep pointers to the old worker's per-worker data, nor
+// thread_local addresses, across this call (or any call that may switch): the thread now
+// runs on another OS thread. Use per_worker<T>::local() (lwkt/per_worker.h), which re-reads.
+// Requires: not in a critical section; not mastering a cpusync. Runs on: an lwkt thread.
+void setcpu_self(int cpu);
+void migratecpu(int cpu);
+// Pull migration: the owner gives away a thread that is neither queued nor running; the
+// destination worker then acquires it (and schedules it as it likes).
+// Runs on: giveaway: td's owner; acquire: the destination worker.
+void giveaway(thread* td);
+void acquire(thread* td);
+
 }  // namespace lwkt
 
 #include "lwkt/internal/sched_inline.h"  // IWYU pragma: export

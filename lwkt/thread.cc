@@ -62,6 +62,8 @@ void release_stack(globaldata* gd, thread_stack& st) {
   }
 }
 
+}  // namespace
+
 void link_allq(globaldata* gd, thread* td) {
   td->td_all_prev = nullptr;
   td->td_all_next = gd->gd_tdallq;
@@ -78,6 +80,8 @@ void unlink_allq(globaldata* gd, thread* td) {
   if (td->td_all_next) td->td_all_next->td_all_prev = td->td_all_prev;
   td->td_all_next = td->td_all_prev = nullptr;
 }
+
+namespace {
 
 // Wakes every joiner and closes the queue so later joiners return at once.
 void close_joinq(thread* td, bool abandoned) {
@@ -144,7 +148,7 @@ absl::StatusOr<thread_ref> create_local(globaldata* gd, void (*fn)(void*), void*
 void free_thread_object(thread* td) {
   // On the owning worker the object goes back to the free-thread cache with a cached stack
   // (the common case: a joiner on the same worker drops its reference last).
-  globaldata* gd = t_mycpu;
+  globaldata* gd = mycpu();
   if (gd && gd == td->td_gd && gd->gd_freetd_count < gd->gd_cache_max &&
       !gd->gd_freestacks.empty()) {
     td->td_stack = gd->gd_freestacks.back();
@@ -201,7 +205,7 @@ absl::StatusOr<thread_ref> create_on(runtime_state* rs, void (*fn)(void*), void*
   if (rs->stopping.load(std::memory_order_acquire)) {
     return absl::FailedPreconditionError("lwkt runtime is shutting down: no new threads");
   }
-  globaldata* me = t_mycpu;
+  globaldata* me = mycpu();
   globaldata* gd;
   if (opts.worker != kAnyWorker) {
     gd = rs->gds[static_cast<std::size_t>(opts.worker)];
@@ -212,8 +216,9 @@ absl::StatusOr<thread_ref> create_on(runtime_state* rs, void (*fn)(void*), void*
   }
   if (gd == me) return create_local(gd, fn, arg, std::move(callable), opts);
 
-  // The new thread is owned by its worker from birth: ask that worker to create it.
-  struct create_request : ipiq::inbox_msg {
+  // The new thread is owned by its worker from birth: ask that worker to create it (an
+  // IPI from a worker; through the inbox from any other OS thread).
+  struct create_request {
     runtime_state* rs;
     void (*fn)(void*);
     void* arg;
@@ -221,9 +226,9 @@ absl::StatusOr<thread_ref> create_on(runtime_state* rs, void (*fn)(void*), void*
     const thread_options* opts;
     absl::StatusOr<thread_ref> result;
     completion done;
-  } req{{}, rs, fn, arg, std::move(callable), &opts, absl::UnknownError("unset"), {}};
-  req.im_func = [](ipiq::inbox_msg* m, void* ctx) {
-    auto* r = static_cast<create_request*>(m);
+  } req{rs, fn, arg, std::move(callable), &opts, absl::UnknownError("unset"), {}};
+  auto handler = [](void* a, std::intptr_t, void*, void* ctx) {
+    auto* r = static_cast<create_request*>(a);
     auto* target = static_cast<globaldata*>(ctx);
     if (r->rs->stopping.load(std::memory_order_acquire)) {
       r->result = absl::FailedPreconditionError("lwkt runtime is shutting down: no new threads");
@@ -232,14 +237,14 @@ absl::StatusOr<thread_ref> create_on(runtime_state* rs, void (*fn)(void*), void*
     }
     r->done.signal();
   };
-  post(gd, &req);
+  send_ipi(gd, handler, &req, 0, nullptr, false);
   req.done.wait();
   return std::move(req.result);
 }
 
 }  // namespace internal
 
-using internal::t_mycpu;
+using internal::mycpu;
 
 // First code of every new thread, entered from lwkt_cpu_trampoline.
 extern "C" [[noreturn]] void lwkt_thread_bootstrap(thread* prev, thread* td) {
@@ -259,7 +264,7 @@ extern "C" [[noreturn]] void lwkt_thread_bootstrap(thread* prev, thread* td) {
 }
 
 void exit_self() {
-  globaldata* gd = t_mycpu;
+  globaldata* gd = mycpu();
   LWKT_ASSERT(gd != nullptr, nullptr, "lwkt::exit_self from an OS thread that is not a worker");
   thread* td = gd->gd_curthread;
   LWKT_ASSERT(!(td->td_flags & TDF_IDLETHREAD), td, "the idle thread cannot exit");
@@ -328,13 +333,13 @@ void thread_ref::join() {
 }
 
 absl::StatusOr<thread_ref> create(void (*fn)(void*), void* arg, const thread_options& opts) {
-  globaldata* gd = t_mycpu;
+  globaldata* gd = mycpu();
   if (!gd) return absl::FailedPreconditionError("lwkt::create called outside the runtime; use Runtime::spawn");
   return internal::create_on(gd->gd_runtime, fn, arg, nullptr, opts);
 }
 
 absl::StatusOr<thread_ref> create(absl::AnyInvocable<void()> fn, const thread_options& opts) {
-  globaldata* gd = t_mycpu;
+  globaldata* gd = mycpu();
   if (!gd) return absl::FailedPreconditionError("lwkt::create called outside the runtime; use Runtime::spawn");
   if (!fn) return absl::InvalidArgumentError("lwkt::create: empty function");
   return internal::create_on(gd->gd_runtime, nullptr, nullptr, std::move(fn), opts);

@@ -40,6 +40,7 @@ struct thread;
 inline constexpr std::uint32_t TDF_RUNNING = 0x0001;    // context live on the worker
 inline constexpr std::uint32_t TDF_RUNQ = 0x0002;       // on the worker's run queue
 inline constexpr std::uint32_t TDF_NOSTART = 0x0010;    // created held, never scheduled yet
+inline constexpr std::uint32_t TDF_MIGRATING = 0x0020;  // moving between workers; not queued
 inline constexpr std::uint32_t TDF_IDLETHREAD = 0x0100; // the worker's idle thread
 inline constexpr std::uint32_t TDF_EXITING = 0x400000;  // in exit_self; must not be scheduled
 
@@ -47,6 +48,7 @@ inline constexpr std::uint32_t TDF_EXITING = 0x400000;  // in exit_self; must no
 inline constexpr std::uint32_t TDF_MP_WAKEPEND = 0x0001;  // td_schedmsg is in flight
 inline constexpr std::uint32_t TDF_MP_EXITED = 0x0002;    // reaped; the object is a corpse
 inline constexpr std::uint32_t TDF_MP_ABANDONED = 0x0004; // still blocked at shutdown
+inline constexpr std::uint32_t TDF_MP_GIVEN = 0x0008;     // giveaway() done; acquire() may take it
 
 inline constexpr int kAnyWorker = -1;
 inline constexpr std::size_t kMaxThreadName = 31;
@@ -69,6 +71,23 @@ struct thread_stack {
   std::size_t size = 0;  // usable bytes; the stack grows down from lo + size
 };
 
+// A pointer read and written with relaxed atomics: for fields the owner writes and other
+// OS threads read only as a hint (td_gd: a request sent to a stale owner chases the thread).
+template <typename T>
+class relaxed_ptr {
+ public:
+  relaxed_ptr(T* v = nullptr) : _p(v) {}  // NOLINT: implicit, reads like a plain pointer
+  operator T*() const { return _p.load(std::memory_order_relaxed); }
+  T* operator->() const { return _p.load(std::memory_order_relaxed); }
+  relaxed_ptr& operator=(T* v) {
+    _p.store(v, std::memory_order_relaxed);
+    return *this;
+  }
+
+ private:
+  std::atomic<T*> _p;
+};
+
 // An inbox message that names its thread (embedded in each thread for remote scheduling).
 struct thread_msg : ipiq::inbox_msg {
   thread* td = nullptr;
@@ -77,7 +96,9 @@ struct thread_msg : ipiq::inbox_msg {
 struct thread {
   // --- Switch state; owner only.
   void* td_sp = nullptr;                 // saved stack pointer while switched out
-  globaldata* td_gd = nullptr;           // owning worker; constant until migration
+  // Owning worker. Written by the owner at creation and by the adopting worker when the
+  // thread migrates (after the handoff message); read by anyone as a destination hint.
+  relaxed_ptr<globaldata> td_gd;
   thread* td_rq_next = nullptr;          // run-queue links (gd_tdrunq)
   thread* td_rq_prev = nullptr;
   thread* td_rqg_next = nullptr;         // run-queue group links, valid on a group's tail
@@ -90,6 +111,8 @@ struct thread {
   std::uint32_t td_flags = 0;            // TDF_*; owner only
   std::uint64_t td_slice_start = 0;      // cheap-clock stamp of the last switch-in
   std::uint64_t td_switches = 0;         // times switched in
+  globaldata* td_migrate_gd = nullptr;   // target of a pending push migration
+  int td_cscount = 0;                    // > 0 while mastering a cpusync
 
   // --- Written by foreign OS threads too.
   std::atomic<std::uint32_t> td_mpflags{0};  // TDF_MP_*; atomic RMW only

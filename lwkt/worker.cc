@@ -7,6 +7,7 @@
 #include "lwkt/internal/clock.h"
 #include "lwkt/internal/sanitizers.h"
 #include "lwkt/internal/sched_internal.h"
+#include "lwkt/ipi.h"
 #include "lwkt/sched.h"
 
 namespace lwkt::internal {
@@ -15,17 +16,18 @@ void idle_loop(globaldata* gd) {
   thread* td = &gd->gd_idlethread;
   for (;;) {
     ++td->td_critcount;
-    drain_inbox(gd);
+    drain_all(gd);
     lwkt_switch();  // runs threads until the run queue is empty
     --td->td_critcount;
-    if (!gd->gd_tdrunq.empty() || !gd->gd_inbox.empty()) continue;
+    if (!gd->gd_tdrunq.empty() || !gd->gd_inbox.empty() || ipiq_pending(gd)) continue;
     if (gd->gd_stop.load(std::memory_order_acquire)) return;
 
     // Poll for a while: waking a parked OS thread costs tens of microseconds.
     bool work = false;
     const std::uint64_t start = cheap_clock();
     while (cheap_clock() - start < gd->gd_idle_spin_ticks) {
-      if (!gd->gd_inbox.empty() || gd->gd_stop.load(std::memory_order_relaxed)) {
+      if (!gd->gd_inbox.empty() || ipiq_pending(gd) ||
+          gd->gd_stop.load(std::memory_order_relaxed)) {
         work = true;
         break;
       }
@@ -36,7 +38,8 @@ void idle_loop(globaldata* gd) {
     // Park: announce, re-check (the parker's fence orders this check against producers'
     // push + kick), then sleep. See ipiq/parker.h for why no wakeup is lost.
     gd->gd_parker.prepare_park();
-    if (!gd->gd_inbox.empty() || gd->gd_stop.load(std::memory_order_acquire)) {
+    if (!gd->gd_inbox.empty() || ipiq_pending(gd) ||
+        gd->gd_stop.load(std::memory_order_acquire)) {
       gd->gd_parker.cancel_park();
       continue;
     }

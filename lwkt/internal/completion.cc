@@ -10,7 +10,7 @@
 namespace lwkt::internal {
 
 void completion::wait() {
-  globaldata* gd = t_mycpu;
+  globaldata* gd = mycpu();
   std::uint32_t s = kPending;
   if (gd) {
     thread* td = gd->gd_curthread;
@@ -56,7 +56,7 @@ void completion::signal() {
               "completion signalled twice (state %u)", prev);
   if (prev == kLwktWaiter) {
     thread* w = c_waiter;
-    globaldata* gd = t_mycpu;
+    globaldata* gd = mycpu();
     if (gd && w->td_gd == gd) {
       // Same worker: w cannot run before we switch, so no hold is needed.
       c_state.store(kDone, std::memory_order_release);

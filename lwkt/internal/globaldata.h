@@ -16,6 +16,7 @@
 
 #include "ipiq/inbox.h"
 #include "ipiq/parker.h"
+#include "ipiq/ring.h"
 #include "lwkt/internal/runq.h"
 #include "lwkt/thread.h"
 
@@ -26,9 +27,12 @@ struct runtime_state;
 
 // 128: pairs of lines interfere under heavy atomics (adjacent-line prefetch).
 inline constexpr std::size_t kCacheLineGap = 128;
+// Upper bound on workers: the IPI rings are one per ordered pair (N^2 x ~8.6 KiB).
+inline constexpr int kMaxWorkers = 256;
+inline constexpr int kMaskWords = kMaxWorkers / 64;
 
 // gd_reqflags bits, set by any OS thread (atomic OR), cleared by the owner.
-inline constexpr std::uint32_t RQF_IPIQ = 0x001;   // messages wait in gd_inbox
+inline constexpr std::uint32_t RQF_IPIQ = 0x001;   // messages wait in gd_inbox or a ring
 inline constexpr std::uint32_t RQF_IDLECHECK_MASK = RQF_IPIQ;
 // gd_ast bits, owner only.
 inline constexpr std::uint32_t RQF_AST_LWKT_RESCHED = 0x020;  // switch at the next yield point
@@ -50,6 +54,8 @@ struct worker_stats {
   owner_counter cache_hits;       // creates served from the free-thread cache
   owner_counter messages;         // inbox messages processed
   owner_counter parks;            // times the worker slept in the kernel
+  owner_counter ipis_sent;        // ring messages sent by this worker
+  owner_counter ipi_waits;        // sends that found the ring full and waited
   std::atomic<std::int64_t> live_threads{0};  // owner-written: threads alive on this worker
 };
 
@@ -63,6 +69,12 @@ struct globaldata {
   thread gd_idlethread;                // runs the idle loop on the worker's OS-thread stack
   std::uint32_t gd_ast = 0;            // RQF_AST_*
   int gd_intr_nesting_level = 0;       // > 0 while running message handlers (no switching)
+  int gd_processing_ipiq = 0;          // nesting depth of ring draining
+  int gd_ncpus = 0;                    // workers in the runtime
+  ipiq::ring* gd_rings = nullptr;      // all rings; ring (s -> t) is gd_rings[s * ncpus + t]
+  // cpusync participation: requests seen but not yet released by their master (polled by
+  // the drain loop, DragonFly's gd_cpusyncq).
+  std::vector<void*> gd_cpusync_pending;
   // Free-thread cache (DragonFly gd_freetd, made a capped list): reaped threads whose object
   // and stack can both be reused, linked through td_all_next.
   thread* gd_freetd = nullptr;
@@ -83,14 +95,47 @@ struct globaldata {
   // ---- Written by other OS threads.
   alignas(kCacheLineGap) ipiq::inbox gd_inbox;                // producers: any OS thread
   alignas(kCacheLineGap) std::atomic<std::uint32_t> gd_reqflags{0};  // RQF_*; OR by anyone
+  // Bit s: ring (s -> this worker) may hold messages. Set by sender s (fetch_or), cleared
+  // by this worker before it drains that ring (DragonFly gd_ipimask).
+  std::atomic<std::uint64_t> gd_ipimask[kMaskWords] = {};
   alignas(kCacheLineGap) ipiq::parker gd_parker;              // kick: anyone
   std::atomic<bool> gd_stop{false};    // written: Runtime::shutdown; read: the idle loop
 };
 
 namespace internal {
-// The globaldata of the calling OS thread, null when it is not a worker. The TLS address of
-// a worker is fixed for the life of that OS thread.
-extern thread_local globaldata* t_mycpu __attribute__((tls_model("initial-exec")));
+// The globaldata of the calling OS thread, null when it is not a worker. Written only when
+// a worker starts and stops; read through mycpu().
+extern thread_local globaldata* t_mycpu asm("lwkt_t_mycpu") __attribute__((tls_model("initial-exec")));
+
+// mycpu(): the calling OS thread's globaldata, read afresh on every call.
+//
+// The TLS hazard: an lwkt thread can migrate to another worker (another OS thread) inside
+// any call that may switch. Compilers assume the thread pointer is constant within a
+// function, so they may compute a TLS address once (AArch64: one `mrs tpidr_el0`) and reuse
+// it after such a call, reading the *old* worker's data. Every runtime read of the current
+// worker therefore goes through this volatile asm, which the compiler can neither cache nor
+// move across calls (the "memory" clobber); user code that keeps per-worker data in its own
+// thread_locals must do the same (see lwkt::current_worker_data in lwkt/sched.h).
+inline globaldata* mycpu() {
+  globaldata* gd;
+#if defined(__x86_64__)
+  asm volatile("movq lwkt_t_mycpu@gottpoff(%%rip), %0\n\t"
+               "movq %%fs:(%0), %0"
+               : "=r"(gd)
+               :
+               : "memory");
+#elif defined(__aarch64__)
+  unsigned long tp;
+  asm volatile("mrs %1, tpidr_el0\n\t"
+               "adrp %0, :gottprel:lwkt_t_mycpu\n\t"
+               "ldr %0, [%0, #:gottprel_lo12:lwkt_t_mycpu]\n\t"
+               "ldr %0, [%1, %0]"
+               : "=&r"(gd), "=&r"(tp)
+               :
+               : "memory");
+#endif
+  return gd;
+}
 }  // namespace internal
 
 }  // namespace lwkt

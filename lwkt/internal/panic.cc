@@ -12,7 +12,7 @@ namespace lwkt::internal {
 void panic(const thread* td, const char* fmt, ...) {
   char buf[512];
   int n;
-  globaldata* gd = t_mycpu;
+  globaldata* gd = mycpu();
   if (td) {
     n = std::snprintf(buf, sizeof buf, "lwkt: td \"%s\" on worker %d: ", td->td_comm,
                       td->td_gd ? td->td_gd->gd_cpuid : -1);

@@ -18,6 +18,7 @@ struct runtime_state {
   Runtime::Options opts;
   std::unique_ptr<topology> topo;
   std::vector<globaldata*> gds;        // fixed after create(); index = worker
+  std::unique_ptr<ipiq::ring[]> rings; // N x N; ring (s -> t) at s * N + t
   std::vector<bool> gd_on_node;        // gds[i] came from hwloc_alloc_membind
   std::vector<std::thread> workers;
   std::atomic<bool> stopping{false};   // written: shutdown(); read: create paths

@@ -11,23 +11,23 @@ void splz(globaldata* gd);
 }  // namespace internal
 
 inline thread* curthread() {
-  globaldata* gd = internal::t_mycpu;
+  globaldata* gd = internal::mycpu();
   return gd ? gd->gd_curthread : nullptr;
 }
 
 inline int mycpuid() {
-  globaldata* gd = internal::t_mycpu;
+  globaldata* gd = internal::mycpu();
   return gd ? gd->gd_cpuid : -1;
 }
 
 inline void crit_enter() {
-  globaldata* gd = internal::t_mycpu;
+  globaldata* gd = internal::mycpu();
   LWKT_ASSERT(gd != nullptr, nullptr, "crit_enter called from an OS thread that is not a worker");
   ++gd->gd_curthread->td_critcount;
 }
 
 inline void crit_exit() {
-  globaldata* gd = internal::t_mycpu;
+  globaldata* gd = internal::mycpu();
   LWKT_ASSERT(gd != nullptr, nullptr, "crit_exit called from an OS thread that is not a worker");
   thread* td = gd->gd_curthread;
   LWKT_ASSERT(td->td_critcount > 0, td, "crit_exit without crit_enter (td_critcount=%d)",

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "absl/status/statusor.h"
+#include "ipiq/ring.h"
 #include "lwkt/internal/globaldata.h"
 #include "lwkt/thread.h"
 
@@ -10,6 +11,20 @@ namespace lwkt::internal {
 // Queues msg on gd's inbox, flags RQF_IPIQ if it was empty and kicks a parked worker.
 // Runs on: any OS thread.
 void post(globaldata* gd, ipiq::inbox_msg* msg);
+// Drains the inbox and the IPI rings. Runs on: gd's worker inside a critical section.
+void drain_all(globaldata* gd);
+// Sends a message on the ring (me -> target), or through the target's inbox when the caller
+// is not one of the runtime's workers (ipi.cc).
+std::uint32_t send_ipi(globaldata* target, ipiq::ipifunc func, void* arg1, std::intptr_t arg2,
+                       void* aux, bool passive);
+// Queues td on gd if gd still owns it (else forwards the request), then drops the
+// sender's hold. Runs on: gd's worker inside a critical section.
+void schedule_on_owner(globaldata* gd, thread* td, void* unused);
+// Migration handoff: the new owner adopts td (migrate.cc).
+void ipi_adopt(void* arg, std::intptr_t, void*, void* ctx);
+void link_allq(globaldata* gd, thread* td);
+void unlink_allq(globaldata* gd, thread* td);
+
 // Runs every queued inbox message (with gd_intr_nesting_level raised: no switching).
 // Runs on: gd's worker inside a critical section (or, after shutdown, the joining thread).
 void drain_inbox(globaldata* gd);

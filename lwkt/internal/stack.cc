@@ -72,7 +72,7 @@ std::size_t put_num(char* buf, std::size_t at, std::size_t cap, unsigned long v)
 }
 
 void on_segv(int sig, siginfo_t* si, void* uc) {
-  globaldata* gd = t_mycpu;
+  globaldata* gd = mycpu();
   thread* td = gd ? gd->gd_curthread : nullptr;
   if (td && td->td_stack.map) {
     char* addr = static_cast<char*>(si->si_addr);

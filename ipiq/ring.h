@@ -1,0 +1,123 @@
+// ring.h
+//
+// ipiq::ring: the single-producer single-consumer message ring of one ordered
+// (sender worker, receiver worker) pair (DragonFly's `struct lwkt_ipiq`). A message is a
+// function plus arguments, copied into a fixed slot. Knows nothing about threads or workers:
+// the context pointer handed to each function is the receiver's.
+//
+//   ipi_entry   one slot: the function to call and its arguments
+//   ring        push() by the sender, process() by the receiver, indices for sequencing
+//
+// Indices are free-running 32-bit counters; occupancy = windex - rindex (wrap-safe);
+// slot = index & (kCapacity - 1).
+//   windex  written by the sender only: next slot to fill.
+//   rindex  written by the receiver only: next slot to consume; advanced *before* the
+//           function runs, so the slot is free for the sender while the function executes.
+//   xindex  written by the receiver only: every message below it has finished executing
+//           (lwkt_wait_ipiq waits on it). Updated only by the outermost processing level,
+//           after its function returns, so a nested drain cannot announce completion of a
+//           message whose function is still running further up the stack.
+//   drain   written by the sender only: non-zero while the sender is blocked waiting for
+//           room, telling a receiver that is itself blocked (nested drain) how far to drain.
+// Sender and receiver fields sit on separate 128-byte blocks: no false sharing.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace ipiq {
+
+using ipifunc = void (*)(void* arg1, std::intptr_t arg2, void* aux, void* ctx);
+
+struct ipi_entry {
+  ipifunc func;
+  void* arg1;
+  std::intptr_t arg2;
+  void* aux;  // a second pointer (the user function of the 1- and 2-argument forms)
+};
+
+inline constexpr std::size_t kRingGap = 128;
+
+class ring {
+ public:
+  static constexpr std::uint32_t kCapacity = 256;  // DragonFly MAXCPUFIFO
+  static constexpr std::uint32_t kMask = kCapacity - 1;
+
+  ring() = default;
+  ring(const ring&) = delete;
+  ring& operator=(const ring&) = delete;
+
+  // Messages queued and not yet taken by the receiver. Exact for the sender (it owns
+  // windex); a lower bound for anyone else.
+  std::uint32_t occupancy() const {
+    // acquire: pairs with the release store of rindex in process(): once the sender sees a
+    // slot freed, the receiver's reads of that slot are complete.
+    return _s.windex.load(std::memory_order_relaxed) - _r.rindex.load(std::memory_order_acquire);
+  }
+  bool empty_for_receiver() const {
+    // acquire: pairs with the release store of windex in push().
+    return _s.windex.load(std::memory_order_acquire) == _r.rindex.load(std::memory_order_relaxed);
+  }
+
+  // Appends a message. Requires: occupancy() < kCapacity (the caller waits for room).
+  // Returns the message's sequence number (the new windex): lwkt_wait_ipiq waits until
+  // xindex reaches it. Runs on: the sender only.
+  std::uint32_t push(const ipi_entry& e) {
+    const std::uint32_t w = _s.windex.load(std::memory_order_relaxed);
+    _slots[w & kMask] = e;
+    // release: pairs with the acquire load of windex in process(); publishes the slot.
+    _s.windex.store(w + 1, std::memory_order_release);
+    return w + 1;
+  }
+
+  // Runs messages until at most `keep` remain. `outermost` is true when the receiver is not
+  // already inside process() for any ring (only then is xindex advanced). Returns true if
+  // the ring is non-empty afterwards. Reentrant: a function may cause a nested process()
+  // on the same ring (a blocked send drains its own inbound rings), so rindex is re-read
+  // every iteration. Runs on: the receiver only.
+  bool process(void* ctx, std::uint32_t keep, bool outermost) {
+    for (;;) {
+      const std::uint32_t r = _r.rindex.load(std::memory_order_relaxed);
+      // acquire: pairs with the release store in push(); the slot contents are visible.
+      const std::uint32_t w = _s.windex.load(std::memory_order_acquire);
+      if (w - r <= keep) return w != r;
+      const ipi_entry e = _slots[r & kMask];
+      // release: pairs with the acquire in occupancy(); the slot was copied out above, so
+      // the sender may overwrite it from now on.
+      _r.rindex.store(r + 1, std::memory_order_release);
+      e.func(e.arg1, e.arg2, e.aux, ctx);
+      if (outermost) {
+        // release: pairs with the acquire in xindex(); publishes the function's effects to
+        // a sender waiting in lwkt_wait_ipiq. rindex covers nested work done meanwhile.
+        _r.xindex.store(_r.rindex.load(std::memory_order_relaxed), std::memory_order_release);
+      }
+    }
+  }
+
+  std::uint32_t windex() const { return _s.windex.load(std::memory_order_relaxed); }
+  std::uint32_t xindex() const { return _r.xindex.load(std::memory_order_acquire); }
+  // Blocked-sender protocol (see `drain` above). Relaxed: a hint; the receiver re-reads it
+  // every pass and the sender re-checks occupancy itself.
+  void set_drain(std::uint32_t level) { _drain.v.store(level, std::memory_order_relaxed); }
+  std::uint32_t drain() const { return _drain.v.load(std::memory_order_relaxed); }
+
+ private:
+  struct alignas(kRingGap) sender_side {
+    std::atomic<std::uint32_t> windex{0};  // written: sender; read: receiver (acquire)
+  };
+  struct alignas(kRingGap) receiver_side {
+    std::atomic<std::uint32_t> rindex{0};  // written: receiver; read: sender (acquire)
+    std::atomic<std::uint32_t> xindex{0};  // written: receiver; read: waiting sender
+  };
+  struct alignas(kRingGap) drain_word {
+    std::atomic<std::uint32_t> v{0};       // written: sender; read: receiver
+  };
+  static_assert(alignof(sender_side) == kRingGap && alignof(receiver_side) == kRingGap);
+  sender_side _s;
+  receiver_side _r;
+  drain_word _drain;
+  ipi_entry _slots[kCapacity];
+};
+
+}  // namespace ipiq

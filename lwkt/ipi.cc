@@ -1,0 +1,390 @@
+// Cross-worker messages: sending on per-pair rings, draining them, blocked senders, and
+// cpusync (DragonFly lwkt_ipiq.c).
+#include "lwkt/ipi.h"
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+#include "lwkt/internal/clock.h"
+#include "lwkt/internal/runtime_state.h"
+#include "lwkt/internal/sched_internal.h"
+#include "lwkt/sched.h"
+
+namespace lwkt {
+namespace internal {
+namespace {
+
+ipiq::ring& ring_of(const globaldata* from, const globaldata* to) {
+  return from->gd_rings[from->gd_cpuid * from->gd_ncpus + to->gd_cpuid];
+}
+
+globaldata* worker(int cpu) {
+  globaldata* me = mycpu();
+  LWKT_ASSERT(me != nullptr, nullptr, "IPI to worker %d from an OS thread that is not a worker",
+              cpu);
+  LWKT_ASSERT(cpu >= 0 && cpu < me->gd_ncpus, me->gd_curthread, "IPI to worker %d of %d", cpu,
+              me->gd_ncpus);
+  return me->gd_runtime->gds[static_cast<std::size_t>(cpu)];
+}
+
+// Announces ring (me -> target) to target: its mask bit, then the drain hint.
+void flag_ring(globaldata* me, globaldata* target) {
+  const int s = me->gd_cpuid;
+  // seq_cst RMW: if the receiver already cleared the bit, this sets it again; if not, the
+  // receiver's clearing RMW reads from this one and so sees the push before it (release
+  // sequence). Pairs with the fetch_and in drain_rings().
+  target->gd_ipimask[s / 64].fetch_or(std::uint64_t{1} << (s % 64), std::memory_order_seq_cst);
+  // The flag only tells crit_exit to look; skip the RMW when it is already set. seq_cst:
+  // with the receiver's clearing RMW before its mask scan, either we see the flag cleared
+  // and set it, or the receiver's scan comes after our mask RMW and sees the bit.
+  if (!(target->gd_reqflags.load(std::memory_order_seq_cst) & RQF_IPIQ)) {
+    target->gd_reqflags.fetch_or(RQF_IPIQ, std::memory_order_seq_cst);
+  }
+}
+
+// Blocked-sender drain (DragonFly's nested drain): runs messages from senders that are
+// themselves blocked on a full ring to us, down to the level they wait for. Bounded: it
+// touches only rings whose producer advertised `drain`.
+void process_ipiq_nested(globaldata* me) {
+  for (int w = 0; w < kMaskWords; ++w) {
+    std::uint64_t bits = me->gd_ipimask[w].load(std::memory_order_acquire);
+    while (bits) {
+      const int s = w * 64 + __builtin_ctzll(bits);
+      bits &= bits - 1;
+      ipiq::ring& r = ring_of(me->gd_runtime->gds[static_cast<std::size_t>(s)], me);
+      const std::uint32_t level = r.drain();
+      if (level == 0) continue;
+      ++me->gd_processing_ipiq;
+      ++me->gd_intr_nesting_level;
+      r.process(me, level - 1, /*outermost=*/false);
+      --me->gd_intr_nesting_level;
+      --me->gd_processing_ipiq;
+    }
+  }
+}
+
+void wait_for_room(globaldata* me, globaldata* target, ipiq::ring& r, std::uint32_t low) {
+  me->gd_stats.ipi_waits.add();
+  r.set_drain(low + 1);  // "drain me down to `low`" (0 means not blocked)
+  target->gd_parker.kick();  // passive sends may have filled the ring of a parked target
+  const std::uint64_t start = cheap_clock();
+  const std::uint64_t second = ns_to_ticks(1000000000);
+  bool warned = false;
+  while (r.occupancy() > low) {
+    process_ipiq_nested(me);
+    cpu_pause();
+    if (!warned && cheap_clock() - start > second) {
+      warned = true;
+      std::fprintf(stderr, "lwkt: worker %d waited 1 s for room in its ring to worker %d\n",
+                   me->gd_cpuid, target->gd_cpuid);
+      target->gd_parker.kick();
+    }
+  }
+  r.set_drain(0);
+}
+
+std::uint32_t send_entry(globaldata* me, globaldata* target, const ipiq::ipi_entry& e,
+                         bool passive) {
+  if (target == me) {
+    ++me->gd_curthread->td_critcount;
+    ++me->gd_intr_nesting_level;
+    e.func(e.arg1, e.arg2, e.aux, me);
+    --me->gd_intr_nesting_level;
+    crit_exit();
+    return 0;
+  }
+  ipiq::ring& r = ring_of(me, target);
+  ++me->gd_curthread->td_critcount;
+  // DragonFly's thresholds: a plain send waits above half full (down to a quarter); a send
+  // from inside a handler may use the rest of the ring, so handlers rarely block.
+  const bool nested = me->gd_processing_ipiq > 0;
+  const std::uint32_t high = nested ? ipiq::ring::kCapacity - 3 : ipiq::ring::kCapacity / 2;
+  const std::uint32_t low = nested ? ipiq::ring::kCapacity - 5 : ipiq::ring::kCapacity / 4;
+  if (passive && r.occupancy() >= ipiq::ring::kCapacity / 4) passive = false;
+  if (r.occupancy() > high) wait_for_room(me, target, r, low);
+  const std::uint32_t seq = r.push(e);
+  me->gd_stats.ipis_sent.add();
+  flag_ring(me, target);
+  if (!passive) target->gd_parker.kick();
+  crit_exit();
+  return seq;
+}
+
+// From an OS thread that is not a worker: carry the entry through the target's inbox.
+struct outside_msg : ipiq::inbox_msg {
+  ipiq::ipi_entry e;
+};
+
+std::uint32_t send_from_outside(globaldata* target, const ipiq::ipi_entry& e) {
+  auto* m = new outside_msg;
+  m->e = e;
+  m->im_func = [](ipiq::inbox_msg* msg, void* ctx) {
+    std::unique_ptr<outside_msg> om(static_cast<outside_msg*>(msg));
+    om->e.func(om->e.arg1, om->e.arg2, om->e.aux, ctx);
+  };
+  post(target, m);
+  return 0;
+}
+
+void call1(void* a1, std::intptr_t, void* aux, void*) { reinterpret_cast<ipifunc1>(aux)(a1); }
+void call2(void* a1, std::intptr_t a2, void* aux, void*) {
+  reinterpret_cast<ipifunc2>(aux)(a1, static_cast<int>(a2));
+}
+void call3(void* a1, std::intptr_t a2, void* aux, void* ctx) {
+  reinterpret_cast<ipifunc3>(aux)(a1, static_cast<int>(a2), static_cast<globaldata*>(ctx));
+}
+
+}  // namespace
+
+std::uint32_t send_ipi(globaldata* target, ipiq::ipifunc func, void* arg1, std::intptr_t arg2,
+                       void* aux, bool passive) {
+  globaldata* me = mycpu();
+  const ipiq::ipi_entry e{func, arg1, arg2, aux};
+  if (me == nullptr || me->gd_runtime != target->gd_runtime) return send_from_outside(target, e);
+  return send_entry(me, target, e, passive);
+}
+
+globaldata* worker_gd(int cpu) { return worker(cpu); }
+
+bool ipiq_pending(const globaldata* gd) {
+  for (int w = 0; w < kMaskWords; ++w) {
+    if (gd->gd_ipimask[w].load(std::memory_order_seq_cst)) return true;
+  }
+  return !gd->gd_cpusync_pending.empty();
+}
+
+void poll_cpusyncs(globaldata* gd);  // below
+
+void process_ipiq(globaldata* gd) {
+  ++gd->gd_processing_ipiq;
+  ++gd->gd_intr_nesting_level;
+  const bool outermost = gd->gd_processing_ipiq == 1;
+  for (;;) {
+    bool more = false;
+    for (int w = 0; w < kMaskWords; ++w) {
+      std::uint64_t bits = gd->gd_ipimask[w].load(std::memory_order_acquire);
+      while (bits) {
+        const int s = w * 64 + __builtin_ctzll(bits);
+        const std::uint64_t bit = std::uint64_t{1} << (s % 64);
+        bits &= bits - 1;
+        // seq_cst: pairs with the sender's fetch_or in flag_ring(); clear before draining so
+        // that a message pushed during the drain sets the bit again.
+        gd->gd_ipimask[w].fetch_and(~bit, std::memory_order_seq_cst);
+        ipiq::ring& r = ring_of(gd->gd_runtime->gds[static_cast<std::size_t>(s)], gd);
+        if (r.process(gd, 0, outermost)) {
+          gd->gd_ipimask[w].fetch_or(bit, std::memory_order_relaxed);  // refilled meanwhile
+          more = true;
+        }
+      }
+    }
+    // A participant held by a cpusync master keeps polling here (serving other messages)
+    // until released. A master polls once but does not loop (its own wait loop keeps
+    // control); polling at all lets two masters that target each other both finish.
+    if (outermost && !gd->gd_cpusync_pending.empty()) {
+      poll_cpusyncs(gd);
+      if (gd->gd_curthread->td_cscount == 0 && !gd->gd_cpusync_pending.empty()) {
+        more = true;
+        cpu_pause();
+      }
+    }
+    if (!more) break;
+  }
+  --gd->gd_intr_nesting_level;
+  --gd->gd_processing_ipiq;
+}
+
+// ---- cpusync.
+
+namespace {
+
+bool mack_has(const cpusync* cs, int cpu) {
+  return cs->cs_mack[cpu / 64].load(std::memory_order_acquire) & (std::uint64_t{1} << (cpu % 64));
+}
+void mack_set(cpusync* cs, int cpu) {
+  // release: publishes cs_func's effects (second phase) to the master's acquire loads.
+  cs->cs_mack[cpu / 64].fetch_or(std::uint64_t{1} << (cpu % 64), std::memory_order_acq_rel);
+}
+bool mack_equals(const cpusync* cs, const cpumask& m) {
+  for (int w = 0; w < kMaskWords; ++w) {
+    std::uint64_t want = 0;
+    for (int b = 0; b < 64; ++b) {
+      if (m.test(static_cast<std::size_t>(w * 64 + b))) want |= std::uint64_t{1} << b;
+    }
+    if (cs->cs_mack[w].load(std::memory_order_acquire) != want) return false;
+  }
+  return true;
+}
+
+// Second phase on a participant: once the master cleared our bit, run the function and
+// acknowledge; until then stay pending (polled by process_ipiq).
+bool cpusync_try_run(cpusync* cs, globaldata* gd) {
+  if (mack_has(cs, gd->gd_cpuid)) return false;
+  if (cs->cs_func) cs->cs_func(cs->cs_data);
+  mack_set(cs, gd->gd_cpuid);  // cs may vanish after this
+  return true;
+}
+
+// First phase (interlock): acknowledge, then wait to be released.
+void cpusync_remote1(void* arg, std::intptr_t, void*, void* ctx) {
+  auto* cs = static_cast<cpusync*>(arg);
+  auto* gd = static_cast<globaldata*>(ctx);
+  mack_set(cs, gd->gd_cpuid);
+  gd->gd_cpusync_pending.push_back(cs);
+}
+
+// Quick form: run at once and acknowledge.
+void cpusync_remote_quick(void* arg, std::intptr_t, void*, void* ctx) {
+  auto* cs = static_cast<cpusync*>(arg);
+  auto* gd = static_cast<globaldata*>(ctx);
+  if (cs->cs_func) cs->cs_func(cs->cs_data);
+  mack_set(cs, gd->gd_cpuid);
+}
+
+void master_wait(globaldata* me, cpusync* cs, const cpumask& want) {
+  while (!mack_equals(cs, want)) {
+    process_ipiq(me);
+    cpu_pause();
+  }
+}
+
+// Master side of both forms: computes the other participants and, if any, sends them
+// `func` and waits for every acknowledgement. Leaves td_cscount raised when it sent.
+bool cpusync_start(globaldata* me, cpusync* cs, ipiq::ipifunc func) {
+  cs->cs_others = cs->cs_mask;
+  for (int i = me->gd_ncpus; i < kMaxWorkers; ++i) cs->cs_others.reset(static_cast<std::size_t>(i));
+  cs->cs_others.reset(static_cast<std::size_t>(me->gd_cpuid));
+  for (auto& w : cs->cs_mack) w.store(0, std::memory_order_relaxed);
+  if (!cs->cs_others.any()) return false;
+  ++me->gd_curthread->td_cscount;
+  for (int cpu = 0; cpu < me->gd_ncpus; ++cpu) {
+    if (cs->cs_others.test(static_cast<std::size_t>(cpu))) {
+      send_ipi(me->gd_runtime->gds[static_cast<std::size_t>(cpu)], func, cs, 0, nullptr, false);
+    }
+  }
+  master_wait(me, cs, cs->cs_others);
+  return true;
+}
+
+}  // namespace
+
+void poll_cpusyncs(globaldata* gd) {
+  auto& v = gd->gd_cpusync_pending;
+  for (std::size_t i = 0; i < v.size();) {
+    if (cpusync_try_run(static_cast<cpusync*>(v[i]), gd)) {
+      v.erase(v.begin() + static_cast<std::ptrdiff_t>(i));
+    } else {
+      ++i;
+    }
+  }
+}
+
+}  // namespace internal
+
+using internal::mycpu;
+
+std::uint32_t send_ipiq(int cpu, ipifunc1 func, void* arg) {
+  return internal::send_ipi(internal::worker(cpu), internal::call1, arg, 0,
+                            reinterpret_cast<void*>(func), false);
+}
+std::uint32_t send_ipiq2(int cpu, ipifunc2 func, void* arg1, int arg2) {
+  return internal::send_ipi(internal::worker(cpu), internal::call2, arg1, arg2,
+                            reinterpret_cast<void*>(func), false);
+}
+std::uint32_t send_ipiq3(int cpu, ipifunc3 func, void* arg1, int arg2) {
+  return internal::send_ipi(internal::worker(cpu), internal::call3, arg1, arg2,
+                            reinterpret_cast<void*>(func), false);
+}
+std::uint32_t send_ipiq3_passive(int cpu, ipifunc3 func, void* arg1, int arg2) {
+  globaldata* target = internal::worker(cpu);
+  LWKT_ASSERT(target != mycpu(), mycpu()->gd_curthread, "passive IPI to the sending worker");
+  return internal::send_ipi(target, internal::call3, arg1, arg2, reinterpret_cast<void*>(func),
+                            true);
+}
+
+int send_ipiq_mask(const cpumask& mask, ipifunc3 func, void* arg1, int arg2) {
+  globaldata* me = mycpu();
+  LWKT_ASSERT(me != nullptr, nullptr, "send_ipiq_mask from an OS thread that is not a worker");
+  int sent = 0;
+  for (int i = 1; i <= me->gd_ncpus; ++i) {
+    const int cpu = (me->gd_cpuid + i) % me->gd_ncpus;  // after me first, me last
+    if (!mask.test(static_cast<std::size_t>(cpu))) continue;
+    send_ipiq3(cpu, func, arg1, arg2);
+    ++sent;
+  }
+  return sent;
+}
+
+std::uint32_t seq_ipiq(int cpu) {
+  globaldata* me = mycpu();
+  return internal::ring_of(me, internal::worker(cpu)).windex();
+}
+
+void wait_ipiq(int cpu, std::uint32_t seq) {
+  globaldata* me = mycpu();
+  globaldata* target = internal::worker(cpu);
+  if (target == me) return;
+  ipiq::ring& r = internal::ring_of(me, target);
+  ++me->gd_curthread->td_critcount;
+  const std::uint64_t start = internal::cheap_clock();
+  bool warned = false;
+  while (static_cast<std::int32_t>(r.xindex() - seq) < 0) {
+    if (me->gd_processing_ipiq == 0) internal::process_ipiq(me);
+    internal::cpu_pause();
+    if (!warned && internal::cheap_clock() - start > internal::ns_to_ticks(1000000000)) {
+      warned = true;
+      std::fprintf(stderr, "lwkt: worker %d waited 1 s in wait_ipiq for worker %d\n",
+                   me->gd_cpuid, cpu);
+      target->gd_parker.kick();
+    }
+  }
+  crit_exit();
+}
+
+void cpusync_interlock(cpusync* cs) {
+  globaldata* me = mycpu();
+  LWKT_ASSERT(me != nullptr, nullptr, "cpusync from an OS thread that is not a worker");
+  ++me->gd_curthread->td_critcount;  // held until cpusync_deinterlock
+  internal::cpusync_start(me, cs, internal::cpusync_remote1);
+}
+
+void cpusync_deinterlock(cpusync* cs) {
+  globaldata* me = mycpu();
+  thread* td = me->gd_curthread;
+  const bool others = cs->cs_others.any();
+  // release: the master's work before the release is visible to each participant's
+  // acquire of its cleared bit.
+  for (auto& w : cs->cs_mack) w.store(0, std::memory_order_release);
+  if (cs->cs_mask.test(static_cast<std::size_t>(me->gd_cpuid)) && cs->cs_func) {
+    cs->cs_func(cs->cs_data);
+  }
+  if (others) {
+    internal::master_wait(me, cs, cs->cs_others);
+    --td->td_cscount;
+  }
+  crit_exit();
+}
+
+void cpusync_quick(cpusync* cs) {
+  globaldata* me = mycpu();
+  LWKT_ASSERT(me != nullptr, nullptr, "cpusync from an OS thread that is not a worker");
+  ++me->gd_curthread->td_critcount;
+  if (internal::cpusync_start(me, cs, internal::cpusync_remote_quick)) {
+    --me->gd_curthread->td_cscount;
+  }
+  if (cs->cs_mask.test(static_cast<std::size_t>(me->gd_cpuid)) && cs->cs_func) {
+    cs->cs_func(cs->cs_data);
+  }
+  crit_exit();
+}
+
+void cpusync_simple(const cpumask& mask, void (*func)(void*), void* data) {
+  cpusync cs;
+  cs.cs_mask = mask;
+  cs.cs_func = func;
+  cs.cs_data = data;
+  cpusync_interlock(&cs);
+  cpusync_deinterlock(&cs);
+}
+
+}  // namespace lwkt

@@ -1,0 +1,298 @@
+// IPI rings between workers: FIFO per pair with nothing lost or duplicated, full rings in
+// both directions, passive sends, wait_ipiq, mask sends, cpusync, remote (de)schedule races.
+#include "lwkt/ipi.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "lwkt/sched.h"
+#include "lwkt/testing.h"
+
+namespace lwkt {
+namespace {
+
+using testing::scaled;
+using testing::test_runtime;
+
+constexpr int kWorkers = 4;
+
+// Receiver-side check: per (sender, receiver) the sequence numbers arrive 0, 1, 2, ...
+struct fifo_check {
+  std::vector<std::vector<long>> next = std::vector<std::vector<long>>(
+      kWorkers, std::vector<long>(kWorkers, 0));  // [receiver][sender], receiver-owned
+  std::atomic<long> errors{0};
+  std::atomic<long> received{0};
+};
+fifo_check* g_fifo;
+
+void on_seq(void* arg, int sender, globaldata* gd) {
+  long seq = reinterpret_cast<long>(arg);
+  long& expect = g_fifo->next[gd->gd_cpuid][sender];
+  if (seq != expect) g_fifo->errors.fetch_add(1);
+  expect = seq + 1;
+  g_fifo->received.fetch_add(1, std::memory_order_relaxed);
+}
+
+// Every worker sends to every other worker at once (4 workers on the machine's cores):
+// millions of messages without a loss, a duplicate or a reordering within a pair.
+TEST(Ipi, FifoPerPairNoLossAcrossAllPairs) {
+  auto rt = test_runtime(kWorkers);
+  fifo_check check;
+  g_fifo = &check;
+  const long per_pair = scaled(100000);
+  std::vector<thread_ref> senders;
+  for (int w = 0; w < kWorkers; ++w) {
+    thread_options o;
+    o.worker = w;
+    auto td = rt->spawn(
+        [per_pair] {
+          const int me = mycpuid();
+          for (long i = 0; i < per_pair; ++i) {
+            for (int t = 0; t < kWorkers; ++t) {
+              if (t != me) send_ipiq3(t, on_seq, reinterpret_cast<void*>(i), me);
+            }
+            if ((i & 255) == 0) yield();
+          }
+        },
+        o);
+    ASSERT_TRUE(td.ok());
+    senders.push_back(std::move(*td));
+  }
+  for (auto& s : senders) s.join();
+  const long total = per_pair * kWorkers * (kWorkers - 1);
+  // Messages are asynchronous: wait (bounded) for the last ones to run.
+  for (int i = 0; i < 20000 && check.received.load() < total; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(check.received.load(), total);
+  EXPECT_EQ(check.errors.load(), 0);
+  for (int r = 0; r < kWorkers; ++r) {
+    for (int s = 0; s < kWorkers; ++s) EXPECT_EQ(check.next[r][s], r == s ? 0 : per_pair);
+  }
+  EXPECT_GT(rt->stats().messages, 0u);
+}
+
+std::atomic<long> g_count;
+void count_one(void*) { g_count.fetch_add(1, std::memory_order_relaxed); }
+
+// Two workers flood each other far past the ring size from handlers-free threads that never
+// yield: each sender must keep running the other's messages while it waits for room.
+TEST(Ipi, FullRingsInBothDirectionsFinish) {
+  auto rt = test_runtime(2);
+  g_count = 0;
+  const long n = scaled(200000);
+  std::vector<thread_ref> tds;
+  for (int w = 0; w < 2; ++w) {
+    thread_options o;
+    o.worker = w;
+    auto td = rt->spawn(
+        [n] {
+          const int other = 1 - mycpuid();
+          for (long i = 0; i < n; ++i) send_ipiq(other, count_one, nullptr);
+        },
+        o);
+    ASSERT_TRUE(td.ok());
+    tds.push_back(std::move(*td));
+  }
+  for (auto& t : tds) t.join();
+  for (int i = 0; i < 20000 && g_count.load() < 2 * n; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(g_count.load(), 2 * n);
+  EXPECT_GT(rt->stats().parks + 1, 0u);
+}
+
+std::atomic<int> g_order_pos;
+int g_order[2];
+void record(void* arg, int, globaldata*) {
+  g_order[g_order_pos.fetch_add(1)] = static_cast<int>(reinterpret_cast<long>(arg));
+}
+
+// A passive message does not wake a parked receiver; the next active one does, and both
+// run in send order.
+TEST(Ipi, PassiveIsDeliveredAtNextPollWithoutKick) {
+  Runtime::Options ro;
+  ro.idle_spin = absl::ZeroDuration();  // park at once
+  ro.workers = 2;
+  auto made = Runtime::create(ro);
+  ASSERT_TRUE(made.ok());
+  auto& rt = *made;
+  g_order_pos = 0;
+  thread_options o;
+  o.worker = 0;
+  auto td = rt->spawn(
+      [] {
+        // Wait until worker 1 sleeps in the kernel.
+        globaldata* w1 = internal::worker_gd(1);
+        while (!w1->gd_parker.parked()) yield();
+        send_ipiq3_passive(1, record, reinterpret_cast<void*>(1), 0);
+      },
+      o);
+  ASSERT_TRUE(td.ok());
+  td->join();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(g_order_pos.load(), 0) << "a passive send woke the receiver";
+  auto td2 = rt->spawn([] { send_ipiq3(1, record, reinterpret_cast<void*>(2), 0); }, o);
+  ASSERT_TRUE(td2.ok());
+  td2->join();
+  for (int i = 0; i < 5000 && g_order_pos.load() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(g_order_pos.load(), 2);
+  EXPECT_EQ(g_order[0], 1);
+  EXPECT_EQ(g_order[1], 2);
+}
+
+std::atomic<int> g_slow_done;
+void spin_for(int n) {
+  for (int i = 0; i < n; ++i) asm volatile("" ::: "memory");
+}
+
+void slow_handler(void*) {
+  spin_for(100000);
+  g_slow_done.store(1, std::memory_order_relaxed);
+}
+
+TEST(Ipi, WaitIpiqReturnsAfterHandlerRan) {
+  auto rt = test_runtime(2);
+  testing::run_on(*rt, [] {
+    for (int i = 0; i < 50; ++i) {
+      g_slow_done = 0;
+      std::uint32_t seq = send_ipiq(1, slow_handler, nullptr);
+      wait_ipiq(1, seq);
+      ASSERT_EQ(g_slow_done.load(), 1);
+      EXPECT_EQ(seq_ipiq(1), seq);
+    }
+  });
+}
+
+std::atomic<int> g_hits[kWorkers];
+void hit(void*, int, globaldata* gd) { g_hits[gd->gd_cpuid].fetch_add(1); }
+void hit1(void*) { g_hits[mycpuid()].fetch_add(1); }
+
+TEST(Ipi, MaskSendAndCpusyncSimpleReachEveryWorker) {
+  auto rt = test_runtime(kWorkers);
+  for (auto& h : g_hits) h = 0;
+  testing::run_on(*rt, [] {
+    cpumask m;
+    m.set(0);
+    m.set(2);
+    m.set(3);
+    EXPECT_EQ(send_ipiq_mask(m, hit, nullptr, 0), 3);
+    cpumask all;
+    for (int i = 0; i < kWorkers; ++i) all.set(i);
+    cpusync_simple(all, hit1, nullptr);  // returns only when all have run it
+    EXPECT_EQ(g_hits[1].load(), 1);
+    EXPECT_EQ(g_hits[0].load(), 2);  // mask send to self ran at once, then cpusync
+  }, 0);
+  // The mask sends to 2 and 3 are ordered before the cpusync request on each pair.
+  EXPECT_EQ(g_hits[2].load(), 2);
+  EXPECT_EQ(g_hits[3].load(), 2);
+}
+
+// While a master holds the interlock no thread runs on the other participants: their
+// busy threads' counters do not move until the deinterlock.
+TEST(Ipi, CpusyncInterlockHoldsParticipants) {
+  auto rt = test_runtime(3);
+  std::atomic<bool> stop{false};
+  std::atomic<long> ticks[3] = {};
+  std::vector<thread_ref> busy;
+  for (int w = 1; w < 3; ++w) {
+    thread_options o;
+    o.worker = w;
+    auto td = rt->spawn(
+        [&, w] {
+          while (!stop.load()) {
+            ticks[w].fetch_add(1);
+            yield();
+          }
+        },
+        o);
+    ASSERT_TRUE(td.ok());
+    busy.push_back(std::move(*td));
+  }
+  testing::run_on(*rt, [&] {
+    while (ticks[1].load() == 0 || ticks[2].load() == 0) yield();
+    for (int round = 0; round < 20; ++round) {
+      cpusync cs;
+      cs.cs_mask.set(1);
+      cs.cs_mask.set(2);
+      cs.cs_func = [](void* p) { static_cast<std::atomic<int>*>(p)->fetch_add(1); };
+      std::atomic<int> ran{0};
+      cs.cs_data = &ran;
+      cpusync_interlock(&cs);
+      long a = ticks[1].load(), b = ticks[2].load();
+      spin_for(200000);
+      EXPECT_EQ(ticks[1].load(), a);
+      EXPECT_EQ(ticks[2].load(), b);
+      EXPECT_EQ(ran.load(), 0);
+      cpusync_deinterlock(&cs);
+      EXPECT_EQ(ran.load(), 2);
+    }
+  }, 0);
+  stop = true;
+  for (auto& t : busy) t.join();
+}
+
+// Remote schedules race with the target blocking itself on its own worker: the target is
+// never lost (it finishes every round) and never runs twice at once (the scheduler aborts
+// on a double run).
+TEST(Ipi, RemoteScheduleRacesWithBlockingNeverLoseTheThread) {
+  auto rt = test_runtime(kWorkers);
+  const int rounds = scaled(20000);
+  std::atomic<int> tokens{0};   // wakeups granted
+  std::atomic<bool> done{false};
+  std::atomic<int> stopped{0};  // wakers that saw `done` (and will not touch the sleeper)
+  thread_options o;
+  o.worker = 1;
+  o.name = "sleeper";
+  auto sleeper = rt->spawn(
+      [&] {
+        for (int i = 0; i < rounds; ++i) {
+          // Block until a token is available (a wakeup may come before we block).
+          crit_enter();
+          while (tokens.load() == 0) {
+            deschedule_self();
+            if (tokens.load() == 0) lwkt_switch();
+            schedule_self();
+          }
+          tokens.fetch_sub(1);
+          crit_exit();
+        }
+        done = true;
+        // Scheduling a thread that has exited is a bug: outlive the wakers' last calls.
+        while (stopped.load() < kWorkers - 1) yield();
+      },
+      o);
+  ASSERT_TRUE(sleeper.ok());
+  thread* s = sleeper->get();
+  std::vector<thread_ref> wakers;
+  for (int w = 0; w < kWorkers; ++w) {
+    if (w == 1) continue;
+    thread_options wo;
+    wo.worker = w;
+    auto td = rt->spawn(
+        [&, s] {
+          while (!done.load()) {
+            if (tokens.load() < 4) tokens.fetch_add(1);
+            schedule(s);  // remote: a message to worker 1
+            if (mycpuid() == 0) deschedule(s);  // a racing remote deschedule, too
+            schedule(s);
+            yield();
+          }
+          stopped.fetch_add(1);
+        },
+        wo);
+    ASSERT_TRUE(td.ok());
+    wakers.push_back(std::move(*td));
+  }
+  sleeper->join();
+  for (auto& w : wakers) w.join();
+  EXPECT_TRUE(done.load());
+}
+
+}  // namespace
+}  // namespace lwkt
