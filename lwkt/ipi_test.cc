@@ -33,7 +33,7 @@ void on_seq(void* arg, int sender, globaldata* gd) {
   long& expect = g_fifo->next[gd->gd_cpuid][sender];
   if (seq != expect) g_fifo->errors.fetch_add(1);
   expect = seq + 1;
-  g_fifo->received.fetch_add(1, std::memory_order_relaxed);
+  g_fifo->received.fetch_add(1, std::memory_order_release);  // publishes next[] to main
 }
 
 // Every worker sends to every other worker at once (4 workers on the machine's cores):
@@ -105,10 +105,12 @@ TEST(Ipi, FullRingsInBothDirectionsFinish) {
   EXPECT_GT(rt->stats().parks + 1, 0u);
 }
 
-std::atomic<int> g_order_pos;
+std::atomic<int> g_order_pos;   // entries published (release) to the test's main
+int g_order_slot;                 // worker 1 only
 int g_order[2];
 void record(void* arg, int, globaldata*) {
-  g_order[g_order_pos.fetch_add(1)] = static_cast<int>(reinterpret_cast<long>(arg));
+  g_order[g_order_slot++] = static_cast<int>(reinterpret_cast<long>(arg));
+  g_order_pos.fetch_add(1, std::memory_order_release);
 }
 
 // A passive message does not wake a parked receiver; the next active one does, and both
@@ -121,6 +123,7 @@ TEST(Ipi, PassiveIsDeliveredAtNextPollWithoutKick) {
   ASSERT_TRUE(made.ok());
   auto& rt = *made;
   g_order_pos = 0;
+  g_order_slot = 0;
   thread_options o;
   o.worker = 0;
   auto td = rt->spawn(
