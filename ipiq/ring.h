@@ -55,6 +55,18 @@ class ring {
     // slot freed, the receiver's reads of that slot are complete.
     return _s.windex.load(std::memory_order_relaxed) - _r.rindex.load(std::memory_order_acquire);
   }
+  // The sender's view of occupancy, using its cached copy of rindex and re-reading the
+  // receiver's line only when the cached value exceeds `limit` (the copy only lags, so the
+  // estimate is never too low). Saves a cache-line transfer on most sends.
+  // Runs on: the sender only.
+  std::uint32_t sender_occupancy(std::uint32_t limit) {
+    const std::uint32_t w = _s.windex.load(std::memory_order_relaxed);
+    if (w - _s.rindex_cache > limit) {
+      // acquire: as in occupancy().
+      _s.rindex_cache = _r.rindex.load(std::memory_order_acquire);
+    }
+    return w - _s.rindex_cache;
+  }
   bool empty_for_receiver() const {
     // acquire: pairs with the release store of windex in push().
     return _s.windex.load(std::memory_order_acquire) == _r.rindex.load(std::memory_order_relaxed);
@@ -105,6 +117,7 @@ class ring {
  private:
   struct alignas(kRingGap) sender_side {
     std::atomic<std::uint32_t> windex{0};  // written: sender; read: receiver (acquire)
+    std::uint32_t rindex_cache = 0;        // sender only: a lagging copy of rindex
   };
   struct alignas(kRingGap) receiver_side {
     std::atomic<std::uint32_t> rindex{0};  // written: receiver; read: sender (acquire)

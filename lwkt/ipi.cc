@@ -101,8 +101,10 @@ std::uint32_t send_entry(globaldata* me, globaldata* target, const ipiq::ipi_ent
   const bool nested = me->gd_processing_ipiq > 0;
   const std::uint32_t high = nested ? ipiq::ring::kCapacity - 3 : ipiq::ring::kCapacity / 2;
   const std::uint32_t low = nested ? ipiq::ring::kCapacity - 5 : ipiq::ring::kCapacity / 4;
-  if (passive && r.occupancy() >= ipiq::ring::kCapacity / 4) passive = false;
-  if (r.occupancy() > high) wait_for_room(me, target, r, low);
+  if (passive && r.sender_occupancy(ipiq::ring::kCapacity / 4 - 1) >= ipiq::ring::kCapacity / 4) {
+    passive = false;
+  }
+  if (r.sender_occupancy(high) > high) wait_for_room(me, target, r, low);
   const std::uint32_t seq = r.push(e);
   me->gd_stats.ipis_sent.add();
   flag_ring(me, target);

@@ -23,6 +23,14 @@ ROWS = [
      "BM_Runq_EnqueueDequeue/10", None),
     ("runq, 4 td_upri values, 100,000 vs 10", "BM_Runq_EnqueueDequeueMixedUpri/100000",
      "BM_Runq_EnqueueDequeueMixedUpri/10", None),
+    ("cross-worker round trip, receiver polling", "BM_RoundTrip_Polling",
+     "BM_Peer_AtomicPingPong", 2.0),
+    ("cross-worker round trip, receiver parked", "BM_RoundTrip_Parked",
+     "BM_Peer_CondvarPingPong", 0.5),
+    ("cross-worker round trip, parked, vs Boost.Fiber", "BM_RoundTrip_Parked",
+     "BM_Peer_BoostFiber_ChannelRoundTrip", None),
+    ("IPI ring: one message (throughput, one pair)", "BM_IpiThroughput",
+     "BM_Peer_AtomicPingPong", None),
 ]
 
 

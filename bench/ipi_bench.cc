@@ -1,0 +1,209 @@
+// Cross-worker benchmarks (issue 4): round trips between lwkt threads on two workers, with
+// the receiver polling and with it parked, against the same exchange between OS threads
+// (atomic ping-pong, the physical floor; mutex + condition variable) and Boost.Fiber
+// channels; and IPI ring throughput.
+//
+//   BM_RoundTrip_Polling / BM_RoundTrip_Parked       lwkt::schedule there and back
+//   BM_Peer_AtomicPingPong                           two pinned OS threads, one atomic
+//   BM_Peer_CondvarPingPong                          std::mutex + std::condition_variable
+//   BM_Peer_BoostFiber_ChannelRoundTrip              two buffered_channels, two OS threads
+//   BM_IpiThroughput/batch                           send_ipiq messages per second, one pair
+#include <benchmark/benchmark.h>
+#include <pthread.h>
+#include <sched.h>
+
+#include <atomic>
+#include <boost/fiber/all.hpp>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "lwkt/ipi.h"
+#include "lwkt/runtime.h"
+#include "lwkt/sched.h"
+
+namespace {
+
+using lwkt::Runtime;
+
+void pin_self(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu % static_cast<int>(std::thread::hardware_concurrency()), &set);
+  pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+// Blocks the calling lwkt thread until `flag` == want (a waker sets it, then schedules us).
+void block_until(std::atomic<int>& flag, int want) {
+  lwkt::crit_enter();
+  while (flag.load(std::memory_order_acquire) != want) {
+    lwkt::deschedule_self();
+    if (flag.load(std::memory_order_acquire) != want) lwkt::lwkt_switch();
+    lwkt::schedule_self();
+  }
+  lwkt::crit_exit();
+}
+
+void lwkt_round_trip(benchmark::State& state, absl::Duration idle_spin) {
+  Runtime::Options o;
+  o.workers = 2;
+  o.idle_spin = idle_spin;
+  auto rt = Runtime::create(o);
+  if (!rt.ok()) std::abort();
+  const std::int64_t n = state.max_iterations;
+  while (state.KeepRunningBatch(n)) {
+    std::atomic<int> turn{0};
+    std::atomic<lwkt::thread*> a_td{nullptr};
+    lwkt::thread_options bo;
+    bo.worker = 1;
+    bo.nostart = true;
+    auto b = (*rt)->spawn(
+        [&] {
+          lwkt::thread* a = a_td.load();
+          for (std::int64_t i = 0; i < n; ++i) {
+            block_until(turn, 1);
+            turn.store(0, std::memory_order_release);
+            lwkt::schedule(a);
+          }
+        },
+        bo);
+    lwkt::thread_options ao;
+    ao.worker = 0;
+    lwkt::thread* bt = b->get();
+    auto a = (*rt)->spawn(
+        [&, bt] {
+          a_td.store(lwkt::curthread());
+          lwkt::schedule(bt);  // start B (it blocks until turn == 1)
+          for (std::int64_t i = 0; i < n; ++i) {
+            turn.store(1, std::memory_order_release);
+            lwkt::schedule(bt);
+            block_until(turn, 0);
+          }
+        },
+        ao);
+    a->join();
+    b->join();
+  }
+}
+
+void BM_RoundTrip_Polling(benchmark::State& state) {
+  lwkt_round_trip(state, absl::Seconds(1));
+}
+BENCHMARK(BM_RoundTrip_Polling)->UseRealTime();
+
+void BM_RoundTrip_Parked(benchmark::State& state) {
+  lwkt_round_trip(state, absl::ZeroDuration());
+}
+BENCHMARK(BM_RoundTrip_Parked)->UseRealTime();
+
+void BM_Peer_AtomicPingPong(benchmark::State& state) {
+  std::atomic<int> v{0};
+  const std::int64_t n = state.max_iterations;
+  while (state.KeepRunningBatch(n)) {
+    v.store(0);
+    std::thread peer([&] {
+      pin_self(1);
+      for (std::int64_t i = 0; i < n; ++i) {
+        while (v.load(std::memory_order_acquire) != 1) {}
+        v.store(0, std::memory_order_release);
+      }
+    });
+    std::thread self([&] {
+      pin_self(0);
+      for (std::int64_t i = 0; i < n; ++i) {
+        v.store(1, std::memory_order_release);
+        while (v.load(std::memory_order_acquire) != 0) {}
+      }
+    });
+    self.join();
+    peer.join();
+  }
+}
+BENCHMARK(BM_Peer_AtomicPingPong)->UseRealTime();
+
+void BM_Peer_CondvarPingPong(benchmark::State& state) {
+  const std::int64_t n = state.max_iterations;
+  while (state.KeepRunningBatch(n)) {
+    std::mutex mu;
+    std::condition_variable cv;
+    int turn = 0;
+    std::thread peer([&] {
+      pin_self(1);
+      for (std::int64_t i = 0; i < n; ++i) {
+        std::unique_lock<std::mutex> l(mu);
+        cv.wait(l, [&] { return turn == 1; });
+        turn = 0;
+        cv.notify_all();
+      }
+    });
+    std::thread self([&] {
+      pin_self(0);
+      for (std::int64_t i = 0; i < n; ++i) {
+        std::unique_lock<std::mutex> l(mu);
+        turn = 1;
+        cv.notify_all();
+        cv.wait(l, [&] { return turn == 0; });
+      }
+    });
+    self.join();
+    peer.join();
+  }
+}
+BENCHMARK(BM_Peer_CondvarPingPong)->UseRealTime();
+
+void BM_Peer_BoostFiber_ChannelRoundTrip(benchmark::State& state) {
+  const std::int64_t n = state.max_iterations;
+  while (state.KeepRunningBatch(n)) {
+    boost::fibers::buffered_channel<int> there(2), back(2);
+    std::thread peer([&] {
+      pin_self(1);
+      int v;
+      for (std::int64_t i = 0; i < n; ++i) {
+        there.pop(v);
+        back.push(v);
+      }
+    });
+    std::thread self([&] {
+      pin_self(0);
+      int v;
+      for (std::int64_t i = 0; i < n; ++i) {
+        there.push(1);
+        back.pop(v);
+      }
+    });
+    self.join();
+    peer.join();
+  }
+}
+BENCHMARK(BM_Peer_BoostFiber_ChannelRoundTrip)->UseRealTime();
+
+std::atomic<std::int64_t> g_received;
+void on_msg(void*) { g_received.fetch_add(1, std::memory_order_relaxed); }
+
+// Messages per second from worker 0 to worker 1; the sender waits for the receiver only
+// through the ring (full ring: wait for room).
+void BM_IpiThroughput(benchmark::State& state) {
+  Runtime::Options o;
+  o.workers = 2;
+  o.idle_spin = absl::Seconds(1);
+  auto rt = Runtime::create(o);
+  if (!rt.ok()) std::abort();
+  const std::int64_t n = state.max_iterations;
+  while (state.KeepRunningBatch(n)) {
+    g_received = 0;
+    lwkt::thread_options so;
+    so.worker = 0;
+    auto s = (*rt)->spawn(
+        [n] {
+          std::uint32_t seq = 0;
+          for (std::int64_t i = 0; i < n; ++i) seq = lwkt::send_ipiq(1, on_msg, nullptr);
+          lwkt::wait_ipiq(1, seq);
+        },
+        so);
+    s->join();
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_IpiThroughput)->UseRealTime();
+
+}  // namespace
