@@ -32,10 +32,11 @@ using ipifunc3 = void (*)(void* arg1, int arg2, globaldata* gd);  // gd: the rec
 
 using cpumask = std::bitset<kMaxWorkers>;
 
-// Sends to worker `cpu`. Sending to the caller's own worker runs the function at once and
-// returns 0. From an OS thread that is not a worker the message travels through the
-// target's inbox instead (allocating it) and the result is 0.
-// Runs on: any OS thread; need not be in a critical section.
+// Sends to worker `cpu` of the caller's runtime. Sending to the caller's own worker runs the
+// function at once and returns 0. (Inside the runtime, requests from OS threads that are not
+// workers, such as Runtime::spawn or lwkt::schedule from main, travel through the target's
+// inbox instead; these functions name workers by index and so need the caller's runtime.)
+// Runs on: a worker; need not be in a critical section.
 std::uint32_t send_ipiq(int cpu, ipifunc1 func, void* arg);
 std::uint32_t send_ipiq2(int cpu, ipifunc2 func, void* arg1, int arg2);
 std::uint32_t send_ipiq3(int cpu, ipifunc3 func, void* arg1, int arg2);

@@ -52,8 +52,9 @@ class crit_section {
 // Runs on: any OS thread; need not be in a critical section.
 void schedule(thread* td);
 // Removes td from its run queue; it keeps running until it switches if it is curthread.
-// Requires: td is owned by the calling worker (remote deschedule arrives with the IPI queues).
-// Runs on: the owning worker; need not be in a critical section.
+// A thread owned by another worker is descheduled by a message to its owner (asynchronous;
+// the message follows a thread that migrates and ignores one that exited).
+// Runs on: any OS thread; need not be in a critical section.
 void deschedule(thread* td);
 void schedule_self();
 void deschedule_self();

@@ -115,7 +115,7 @@ extern thread_local globaldata* t_mycpu asm("lwkt_t_mycpu") __attribute__((tls_m
 // it after such a call, reading the *old* worker's data. Every runtime read of the current
 // worker therefore goes through this volatile asm, which the compiler can neither cache nor
 // move across calls (the "memory" clobber); user code that keeps per-worker data in its own
-// thread_locals must do the same (see lwkt::current_worker_data in lwkt/sched.h).
+// thread_locals must do the same (lwkt::per_worker<T>::local() in lwkt/per_worker.h does).
 inline globaldata* mycpu() {
   globaldata* gd;
 #if defined(__x86_64__)
