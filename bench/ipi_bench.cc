@@ -7,17 +7,21 @@
 //   BM_Peer_AtomicPingPong                           two pinned OS threads, one atomic
 //   BM_Peer_CondvarPingPong                          std::mutex + std::condition_variable
 //   BM_Peer_BoostFiber_ChannelRoundTrip              two buffered_channels, two OS threads
-//   BM_IpiThroughput/batch                           send_ipiq messages per second, one pair
+//   BM_IpiThroughput                                 send_ipiq messages per second, one pair
+//   BM_WakeLatency_Futex / _Eventfd                  send -> handler on a parked worker,
+//                                                    p50/p99/p99.9 per kick mechanism
 #include <benchmark/benchmark.h>
 #include <pthread.h>
 #include <sched.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/fiber/all.hpp>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
 
+#include "lwkt/internal/clock.h"
 #include "lwkt/ipi.h"
 #include "lwkt/runtime.h"
 #include "lwkt/sched.h"
@@ -205,5 +209,54 @@ void BM_IpiThroughput(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_IpiThroughput)->UseRealTime();
+
+}  // namespace
+
+namespace {
+
+// Wake latency of a parked worker: from the send to the handler's first instruction, with
+// the target parked in the kernel before every sample. Reports p50/p99/p99.9 as counters.
+std::atomic<std::uint64_t> g_woke_at;
+void stamp(void*) { g_woke_at.store(lwkt::internal::cheap_clock(), std::memory_order_release); }
+
+void wake_latency(benchmark::State& state, ipiq::kick_mechanism kick) {
+  Runtime::Options o;
+  o.workers = 2;
+  o.idle_spin = absl::ZeroDuration();
+  o.kick = kick;
+  auto rt = Runtime::create(o);
+  if (!rt.ok()) std::abort();
+  std::vector<double> ns;
+  const double per_ns = lwkt::internal::ticks_per_us() / 1000.0;
+  lwkt::thread_options so;
+  so.worker = 0;
+  for (auto _ : state) {
+    auto s = (*rt)->spawn(
+        [&ns, per_ns] {
+          lwkt::globaldata* w1 = lwkt::internal::worker_gd(1);
+          while (!w1->gd_parker.parked()) lwkt::yield();
+          g_woke_at.store(0);
+          const std::uint64_t t0 = lwkt::internal::cheap_clock();
+          lwkt::send_ipiq(1, stamp, nullptr);
+          std::uint64_t t1;
+          while ((t1 = g_woke_at.load(std::memory_order_acquire)) == 0) {}
+          ns.push_back(static_cast<double>(t1 - t0) / per_ns);
+        },
+        so);
+    s->join();
+  }
+  std::sort(ns.begin(), ns.end());
+  auto pct = [&](double p) { return ns.empty() ? 0.0 : ns[static_cast<std::size_t>(p * (ns.size() - 1))]; };
+  state.counters["p50_ns"] = pct(0.50);
+  state.counters["p99_ns"] = pct(0.99);
+  state.counters["p999_ns"] = pct(0.999);
+}
+
+void BM_WakeLatency_Futex(benchmark::State& state) { wake_latency(state, ipiq::kick_mechanism::futex); }
+BENCHMARK(BM_WakeLatency_Futex)->Iterations(2000)->UseRealTime();
+void BM_WakeLatency_Eventfd(benchmark::State& state) {
+  wake_latency(state, ipiq::kick_mechanism::eventfd);
+}
+BENCHMARK(BM_WakeLatency_Eventfd)->Iterations(2000)->UseRealTime();
 
 }  // namespace

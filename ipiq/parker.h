@@ -15,9 +15,17 @@
 // not sleep. The futex sleep itself re-checks `_state == kParked` in the kernel, so a kick
 // that lands between the check and the sleep makes the sleep return at once.
 // A kick that finds the consumer running costs one fence and one load (no RMW, no syscall).
+//
+// The sleep itself is pluggable (kick_mechanism): a futex on the state word, or an eventfd
+// the consumer reads (the form an io_uring-based idle loop can wait on with other events).
+// The protocol above is the same for both; an eventfd wake that races with cancel_park()
+// leaves a count behind, which makes the next park() return at once (a spurious wakeup).
 #pragma once
 
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
@@ -26,10 +34,34 @@
 
 namespace ipiq {
 
+enum class kick_mechanism { futex, eventfd };
+
 class parker {
  public:
   static constexpr std::uint32_t kRunning = 0;
   static constexpr std::uint32_t kParked = 1;
+
+  parker() = default;
+  parker(const parker&) = delete;
+  parker& operator=(const parker&) = delete;
+  ~parker() {
+    if (_efd >= 0) close(_efd);
+  }
+
+  // Chooses the sleep/wake primitive; call before first use. Returns false (and keeps the
+  // futex) if an eventfd cannot be created. Runs on: the consumer, before it starts.
+  bool set_mechanism(kick_mechanism m) {
+    _mech = m;
+    if (m == kick_mechanism::eventfd && _efd < 0) {
+      _efd = eventfd(0, EFD_CLOEXEC);
+      if (_efd < 0) {
+        _mech = kick_mechanism::futex;
+        return false;
+      }
+    }
+    return true;
+  }
+  kick_mechanism mechanism() const { return _mech; }
 
   // Consumer: announces the intent to sleep. Must be followed by a check for work and then
   // cancel_park() or park(). Runs on: the consumer only.
@@ -47,8 +79,18 @@ class parker {
   // Consumer: sleeps until kicked (or `timeout`, relative, when not null; or spuriously).
   // Returns with the state back at kRunning. Runs on: the consumer only.
   void park(const struct timespec* timeout = nullptr) {
-    // The kernel compares _state with kParked atomically with going to sleep.
-    internal::futex_wait(&_state, kParked, timeout);
+    if (_mech == kick_mechanism::eventfd) {
+      // The count is non-zero if a kick already happened: the read returns at once.
+      struct pollfd p = {_efd, POLLIN, 0};
+      const int ms = timeout ? static_cast<int>(timeout->tv_sec * 1000 + timeout->tv_nsec / 1000000) : -1;
+      if (poll(&p, 1, ms) > 0) {
+        std::uint64_t v;
+        (void)!read(_efd, &v, sizeof v);
+      }
+    } else {
+      // The kernel compares _state with kParked atomically with going to sleep.
+      internal::futex_wait(&_state, kParked, timeout);
+    }
     ++_parks;
     // acquire: pairs with the acq_rel exchange in kick(); not needed for the work queue
     // (which has its own acquire) but keeps the state word's history simple.
@@ -65,7 +107,12 @@ class parker {
     if (_state.load(std::memory_order_relaxed) != kParked) return false;
     // acq_rel: only one of several concurrent producers wins the swap and pays the syscall.
     if (_state.exchange(kRunning, std::memory_order_acq_rel) != kParked) return false;
-    internal::futex_wake(&_state, 1);
+    if (_mech == kick_mechanism::eventfd) {
+      const std::uint64_t one = 1;
+      (void)!write(_efd, &one, sizeof one);
+    } else {
+      internal::futex_wake(&_state, 1);
+    }
     return true;
   }
 
@@ -79,6 +126,8 @@ class parker {
   // written: consumer (kParked, kRunning), producers (swap to kRunning); read: both.
   std::atomic<std::uint32_t> _state{kRunning};
   std::uint64_t _parks = 0;  // written and read: consumer only
+  kick_mechanism _mech = kick_mechanism::futex;  // fixed before use
+  int _efd = -1;
 };
 
 }  // namespace ipiq

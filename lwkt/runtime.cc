@@ -1,7 +1,9 @@
 // lwkt::Runtime: options validation, placement with hwloc, worker start and shutdown.
 #include "lwkt/runtime.h"
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <condition_variable>
 #include <cstdio>
 #include <new>
@@ -139,6 +141,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
   const std::size_t stack = internal::round_to_pages(opts.stack_size);
   const std::uint64_t slice = internal::ns_to_ticks(absl::ToInt64Nanoseconds(opts.rr_slice));
   const std::uint64_t spin = internal::ns_to_ticks(absl::ToInt64Nanoseconds(opts.idle_spin));
+  absl::Status setup_error;
   for (int i = 0; i < n; ++i) {
     const int pu = cpus[static_cast<std::size_t>(i) % cpus.size()];
     const int numa = s->topo->numa_of(pu);
@@ -154,10 +157,19 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
     gd->gd_cache_max = opts.thread_cache;
     gd->gd_slice_ticks = slice;
     gd->gd_idle_spin_ticks = spin;
+    if (!gd->gd_parker.set_mechanism(opts.kick) && setup_error.ok()) {
+      setup_error = absl::ResourceExhaustedError(absl::StrCat(
+          "Runtime::Options.kick: eventfd for worker ", i, " failed: ", std::strerror(errno)));
+    }
     gd->gd_pu = pu;
     gd->gd_core = s->topo->core_of(pu);
     gd->gd_numa = numa;
     s->gds.push_back(gd);
+  }
+
+  if (!setup_error.ok()) {
+    for (std::size_t i = 0; i < s->gds.size(); ++i) internal::destroy_globaldata(s.get(), i);
+    return setup_error;
   }
 
   // Start the workers; each reports whether it could be placed.

@@ -29,6 +29,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "ipiq/parker.h"
 #include "lwkt/thread.h"
 
 namespace lwkt {
@@ -77,6 +78,9 @@ class Runtime {
     std::size_t thread_cache = 64;
     // How long an idle worker polls for work before parking its OS thread in the kernel.
     absl::Duration idle_spin = absl::Microseconds(50);
+    // How a parked worker sleeps and is woken: a futex on its park word (default, measured
+    // fastest here: see docs/ipiq.md) or an eventfd.
+    ipiq::kick_mechanism kick = ipiq::kick_mechanism::futex;
     // Round-robin slice among equal-priority threads; checked at yield points.
     // Zero: every yield rotates.
     absl::Duration rr_slice = absl::Milliseconds(1);

@@ -34,15 +34,19 @@ ROWS = [
 ]
 
 
+def short(name):
+    for suffix in ("/real_time", "/iterations:2000"):
+        name = name.replace(suffix, "")
+    return name
+
+
 def load(path):
     with open(path) as f:
         data = json.load(f)
     times = {}
     medians = {}
     for b in data["benchmarks"]:
-        name = b.get("run_name", b["name"])
-        if name.endswith("/real_time"):
-            name = name[: -len("/real_time")]
+        name = short(b.get("run_name", b["name"]))
         t = b["real_time"] if b.get("time_unit", "ns") == "ns" else None
         if t is None:
             scale = {"us": 1e3, "ms": 1e6, "s": 1e9}[b["time_unit"]]
@@ -52,13 +56,17 @@ def load(path):
         elif b.get("run_type", "iteration") == "iteration":
             times.setdefault(name, t)
     times.update(medians)
-    return data.get("context", {}), times
+    latency = {}
+    for b in data["benchmarks"]:
+        if "p50_ns" in b and b.get("aggregate_name", "median") == "median":
+            latency[short(b.get("run_name", b["name"]))] = (b["p50_ns"], b["p99_ns"], b["p999_ns"])
+    return data.get("context", {}), times, latency
 
 
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    ctx, t = load(sys.argv[1])
+    ctx, t, latency = load(sys.argv[1])
     out = []
     out.append("lwkt benchmark report (%s, %s CPUs at %s MHz; lower is better)" %
                (ctx.get("date", "?"), ctx.get("num_cpus", "?"), ctx.get("mhz_per_cpu", "?")))
@@ -76,6 +84,12 @@ def main():
         out.append("| %s | %.1f | %s | %.1f | %.2fx | %s | %s |" % (
             label, t[ours], peer.replace("BM_Peer_", "").replace("BM_", ""), t[peer], ratio,
             "<= %.1fx" % target if target else "info", met))
+    if latency:
+        out.append("")
+        out.append("| wake latency of a parked worker (send -> handler) | p50 ns | p99 ns | p99.9 ns |")
+        out.append("|---|---:|---:|---:|")
+        for name, (p50, p99, p999) in sorted(latency.items()):
+            out.append("| %s | %.0f | %.0f | %.0f |" % (name.replace("BM_WakeLatency_", "kick: "), p50, p99, p999))
     out.append("")
     out.append("All results (ns per iteration, real time):")
     for name in sorted(t):
