@@ -72,6 +72,10 @@ absl::Status validate_options(const Runtime::Options& o) {
                                                    absl::FormatDuration(o.idle_spin),
                                                    " is outside [0, 1s]"));
   }
+  if (o.token_warn < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Runtime::Options.token_warn ", absl::FormatDuration(o.token_warn), " is negative"));
+  }
   if (o.rr_slice < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "Runtime::Options.rr_slice ", absl::FormatDuration(o.rr_slice), " is negative"));
@@ -157,6 +161,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
     gd->gd_cache_max = opts.thread_cache;
     gd->gd_slice_ticks = slice;
     gd->gd_idle_spin_ticks = spin;
+    gd->gd_token_warn_ticks = internal::ns_to_ticks(absl::ToInt64Nanoseconds(opts.token_warn));
     if (!gd->gd_parker.set_mechanism(opts.kick) && setup_error.ok()) {
       setup_error = absl::ResourceExhaustedError(absl::StrCat(
           "Runtime::Options.kick: eventfd for worker ", i, " failed: ", std::strerror(errno)));

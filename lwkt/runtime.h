@@ -81,6 +81,9 @@ class Runtime {
     // How a parked worker sleeps and is woken: a futex on its park word (default, measured
     // fastest here: see docs/ipiq.md) or an eventfd.
     ipiq::kick_mechanism kick = ipiq::kick_mechanism::futex;
+    // A thread that cannot get its tokens for this long prints one warning naming the token
+    // and the thread (per contention episode). Zero: never warn.
+    absl::Duration token_warn = absl::Seconds(1);
     // Round-robin slice among equal-priority threads; checked at yield points.
     // Zero: every yield rotates.
     absl::Duration rr_slice = absl::Milliseconds(1);

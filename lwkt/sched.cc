@@ -5,6 +5,7 @@
 #include "lwkt/internal/clock.h"
 #include "lwkt/internal/runtime_state.h"
 #include "lwkt/ipi.h"
+#include "lwkt/token.h"
 #include "lwkt/internal/context.h"
 #include "lwkt/internal/sanitizers.h"
 #include "lwkt/internal/sched_internal.h"
@@ -248,10 +249,15 @@ void lwkt_switch() {
               "lwkt_switch inside a message handler (gd_intr_nesting_level=%d)",
               gd->gd_intr_nesting_level);
   ++td->td_critcount;
+  // A token is held only while its holder runs (reacquired below, or when td next runs).
+  if (td->td_toks_stop != td->td_toks_array) internal::relalltokens(td);
   // Remote schedule requests may make a better thread runnable: take them in first.
   if (gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ) internal::drain_all(gd);
   gd->gd_ast &= ~RQF_AST_LWKT_RESCHED;
+  // The best runnable thread whose tokens can all be had; contended ones stay queued and
+  // are skipped (contention never blocks the worker). None: the idle thread, which retries.
   thread* ntd = gd->gd_tdrunq.head();
+  while (ntd && !internal::getalltokens(gd, ntd)) ntd = gd->gd_tdrunq.next(ntd);
   if (ntd == nullptr) ntd = &gd->gd_idlethread;
   if (ntd != td) {
     LWKT_ASSERT(ntd->td_gd == gd, ntd, "picked by worker %d, which does not own it",

@@ -121,6 +121,13 @@ absl::StatusOr<thread_ref> create_local(globaldata* gd, void (*fn)(void*), void*
   td->td_mpflags.store(0, std::memory_order_relaxed);
   td->td_refs.store(1, std::memory_order_relaxed);  // the "alive" reference, dropped by reap
   td->td_joinq.store(0, std::memory_order_relaxed);
+  td->td_toks_stop = td->td_toks_array;
+  td->td_toks_have = nullptr;
+  td->td_contended = 0;
+  td->td_contended_since = 0;
+  td->td_wmesg = nullptr;
+  td->td_migrate_gd = nullptr;
+  td->td_cscount = 0;
   td->td_func = fn;
   td->td_arg = arg;
   td->td_callable = std::move(callable);

@@ -29,6 +29,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "ipiq/inbox.h"
+#include "tokens/token.h"
 #include "lwkt/priority.h"
 
 namespace lwkt {
@@ -51,6 +52,7 @@ inline constexpr std::uint32_t TDF_MP_ABANDONED = 0x0004; // still blocked at sh
 inline constexpr std::uint32_t TDF_MP_GIVEN = 0x0008;     // giveaway() done; acquire() may take it
 
 inline constexpr int kAnyWorker = -1;
+inline constexpr int LWKT_MAXTOKENS = 32;  // token references per thread
 inline constexpr std::size_t kMaxThreadName = 31;
 
 struct thread_options {
@@ -112,6 +114,14 @@ struct thread {
   std::uint64_t td_slice_start = 0;      // cheap-clock stamp of the last switch-in
   std::uint64_t td_switches = 0;         // times switched in
   globaldata* td_migrate_gd = nullptr;   // target of a pending push migration
+  // Token stack: [td_toks_array, td_toks_stop) are held or wanted. td_toks_have marks a
+  // reference whose acquisition failed in gettoken (never acquired: not released either).
+  tokens::tokref td_toks_array[LWKT_MAXTOKENS];
+  tokens::tokref* td_toks_stop = td_toks_array;
+  tokens::tokref* td_toks_have = nullptr;
+  std::uint32_t td_contended = 0;        // failed reacquisitions since last run
+  std::uint64_t td_contended_since = 0;  // cheap-clock stamp of the first of them
+  const char* td_wmesg = nullptr;        // what the thread waits for (a token's name)
   int td_cscount = 0;                    // > 0 while mastering a cpusync
 
   // --- Written by foreign OS threads too.

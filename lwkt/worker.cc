@@ -19,7 +19,11 @@ void idle_loop(globaldata* gd) {
     drain_all(gd);
     lwkt_switch();  // runs threads until the run queue is empty
     --td->td_critcount;
-    if (!gd->gd_tdrunq.empty() || !gd->gd_inbox.empty() || ipiq_pending(gd)) continue;
+    if (!gd->gd_tdrunq.empty()) {
+      cpu_pause();  // runnable threads wait for tokens: retry (never park with work queued)
+      continue;
+    }
+    if (!gd->gd_inbox.empty() || ipiq_pending(gd)) continue;
     if (gd->gd_stop.load(std::memory_order_acquire)) return;
 
     // Poll for a while: waking a parked OS thread costs tens of microseconds.

@@ -85,6 +85,7 @@ struct globaldata {
   std::size_t gd_cache_max = 0;
   std::uint64_t gd_slice_ticks = 0;    // round-robin slice in cheap-clock ticks (0: always)
   std::uint64_t gd_idle_spin_ticks = 0;
+  std::uint64_t gd_token_warn_ticks = 0;  // token contention warning threshold (0: never)
   // Placement (fixed after start; readable by anyone after Runtime::create returns).
   int gd_pu = -1, gd_core = -1, gd_numa = -1;
   bool gd_pinned = false;

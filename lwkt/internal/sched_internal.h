@@ -25,6 +25,13 @@ void ipi_adopt(void* arg, std::intptr_t, void*, void* ctx);
 void link_allq(globaldata* gd, thread* td);
 void unlink_allq(globaldata* gd, thread* td);
 
+// Tokens at switch time (token.cc). relalltokens releases every token td holds;
+// getalltokens reacquires all of td's tokens or none, counting failures and warning once per
+// contention episode that lasts longer than the runtime's token_warn.
+inline constexpr std::uint32_t kTokenSpinLoops = 10;  // DragonFly lwkt.spin_loops
+void relalltokens(thread* td);
+bool getalltokens(globaldata* gd, thread* td);
+
 // Runs every queued inbox message (with gd_intr_nesting_level raised: no switching).
 // Runs on: gd's worker inside a critical section (or, after shutdown, the joining thread).
 void drain_inbox(globaldata* gd);
