@@ -93,7 +93,7 @@ void get_blocking(lwkt_token* tok, std::intptr_t mode) {
 
 }  // namespace
 
-void gettoken(lwkt_token* tok) {
+void internal::gettoken_slow(lwkt_token* tok) {
   get_blocking(tok, tokens::TOK_EXCLUSIVE | tokens::TOK_EXCLREQ);
 }
 
@@ -109,7 +109,7 @@ bool trytoken(lwkt_token* tok) {
   return false;
 }
 
-void reltoken(lwkt_token* tok) {
+void internal::reltoken_slow(lwkt_token* tok) {
   thread* td = curthread();
   LWKT_ASSERT(td != nullptr && td->td_toks_stop != td->td_toks_array, td,
               "reltoken('%s') without holding any token", tok->t_desc);

@@ -21,19 +21,61 @@
 // that is not the most recent reference, taking a token exclusively while holding it shared.
 #pragma once
 
+#include "lwkt/internal/globaldata.h"
 #include "tokens/token.h"
 
 namespace lwkt {
 
 using lwkt_token = tokens::token;
 
+namespace internal {
+void gettoken_slow(lwkt_token* tok);
+void reltoken_slow(lwkt_token* tok);
+}  // namespace internal
+
 // Runs on: an lwkt thread, not in a message handler.
-void gettoken(lwkt_token* tok);
+// Fast path inline: a free token and room on the stack cost one CAS.
+inline void gettoken(lwkt_token* tok) {
+  globaldata* gd = internal::mycpu();
+  if (gd != nullptr && gd->gd_intr_nesting_level == 0) {
+    thread* td = gd->gd_curthread;
+    tokens::tokref* ref = td->td_toks_stop;
+    std::intptr_t free_word = 0;
+    // acquire: as in tokens::try_ref (pairs with the release of the previous holder).
+    if (ref < td->td_toks_array + LWKT_MAXTOKENS &&
+        tok->t_count.compare_exchange_strong(free_word, tokens::TOK_EXCLUSIVE,
+                                             std::memory_order_acquire,
+                                             std::memory_order_relaxed)) {
+      ref->tr_tok = tok;
+      ref->tr_count = tokens::TOK_EXCLUSIVE | tokens::TOK_EXCLREQ;
+      ref->tr_owner = td;
+      tok->t_ref.store(ref, std::memory_order_relaxed);
+      td->td_toks_stop = ref + 1;
+      return;
+    }
+  }
+  internal::gettoken_slow(tok);
+}
 void gettoken_shared(lwkt_token* tok);
 // Runs on: an lwkt thread (message handlers included). [[nodiscard]]: check the result.
 [[nodiscard]] bool trytoken(lwkt_token* tok);
 // Requires: tok is the most recent reference. Runs on: an lwkt thread.
-void reltoken(lwkt_token* tok);
+inline void reltoken(lwkt_token* tok) {
+  globaldata* gd = internal::mycpu();
+  if (gd != nullptr) {
+    thread* td = gd->gd_curthread;
+    tokens::tokref* ref = td->td_toks_stop - 1;
+    if (td->td_toks_stop != td->td_toks_array && ref->tr_tok == tok &&
+        tok->t_ref.load(std::memory_order_relaxed) == ref) {
+      tok->t_ref.store(nullptr, std::memory_order_relaxed);  // before the bit (invariant)
+      // release: pairs with the next holder's acquire.
+      tok->t_count.fetch_and(~tokens::TOK_EXCLUSIVE, std::memory_order_release);
+      td->td_toks_stop = ref;
+      return;
+    }
+  }
+  internal::reltoken_slow(tok);
+}
 // Exchanges the two most recent references, so that the deeper one can be released first.
 void token_swap();
 // Number of references the calling thread has to tok (held or wanted).

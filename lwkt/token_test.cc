@@ -176,7 +176,8 @@ TEST(Token, ReacquisitionIsAllOrNothing) {
   o1.worker = 1;
   auto other = rt->spawn(
       [&, h] {
-        while (phase.load() != 1 || (h->td_flags & TDF_RUNQ)) yield();
+        while (phase.load() != 1) yield();
+        // Granted only once the holder has switched out (releasing A and B).
         gettoken(&b);
         go = true;
         schedule(h);  // runnable, but B is ours

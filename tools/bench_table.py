@@ -31,6 +31,20 @@ ROWS = [
      "BM_Peer_BoostFiber_ChannelRoundTrip", None),
     ("IPI ring: one message (throughput, one pair)", "BM_IpiThroughput",
      "BM_Peer_AtomicPingPong", None),
+    ("token get+release, uncontended, exclusive", "BM_Token_Uncontended_Exclusive",
+     "BM_Peer_StdMutex_Uncontended", 1.0),
+    ("token get+release, uncontended, shared", "BM_Token_Uncontended_Shared",
+     "BM_Peer_StdMutex_Uncontended", None),
+    ("token get+release, uncontended, vs absl::Mutex", "BM_Token_Uncontended_Exclusive",
+     "BM_Peer_AbslMutex_Uncontended", None),
+    ("token, two workers contending", "BM_Token_Contended_TwoWorkers",
+     "BM_Peer_StdMutex_Contended", None),
+    ("token, two workers contending, vs absl::Mutex", "BM_Token_Contended_TwoWorkers",
+     "BM_Peer_AbslMutex_Contended", None),
+    ("yield holding 1 token each", "BM_Yield_HoldingTokens/1", "BM_Yield_HoldingTokens/0", None),
+    ("yield holding 4 tokens each", "BM_Yield_HoldingTokens/4", "BM_Yield_HoldingTokens/0", None),
+    ("yield holding 16 tokens each", "BM_Yield_HoldingTokens/16", "BM_Yield_HoldingTokens/0",
+     None),
 ]
 
 
