@@ -50,6 +50,7 @@ void setcpu_self(int cpu) {
   globaldata* target = gd->gd_runtime->gds[static_cast<std::size_t>(cpu)];
   if (target == gd) return;
   ++td->td_critcount;
+  internal::sleep_exit_cleanup(gd, td);  // sleep queues are per worker
   internal::dequeue(gd, td);
   td->td_flags |= TDF_MIGRATING;
   internal::unlink_allq(gd, td);

@@ -17,6 +17,7 @@
 #include "lwkt/internal/sched_internal.h"
 #include "lwkt/internal/stack.h"
 #include "lwkt/ipi.h"
+#include "lwkt/sleep.h"
 #include "lwkt/sched.h"
 
 namespace lwkt {
@@ -141,6 +142,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
         "Runtime::Options.cpus names %d CPUs; at most %d workers are supported", n, kMaxWorkers));
   }
   s->rings.reset(new ipiq::ring[static_cast<std::size_t>(n) * static_cast<std::size_t>(n)]);
+  s->slpque_cpumasks.reset(new std::atomic<std::uint64_t>[kSleepHash * kMaskWords]());
 
   const std::size_t stack = internal::round_to_pages(opts.stack_size);
   const std::uint64_t slice = internal::ns_to_ticks(absl::ToInt64Nanoseconds(opts.rr_slice));
@@ -157,6 +159,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
     gd->gd_runtime = s.get();
     gd->gd_ncpus = n;
     gd->gd_rings = s->rings.get();
+    gd->gd_slpque_cpumasks = s->slpque_cpumasks.get();
     gd->gd_default_stack = stack;
     gd->gd_cache_max = opts.thread_cache;
     gd->gd_slice_ticks = slice;
@@ -288,6 +291,19 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
   }
   rs->shut_down = true;
   return rs->shutdown_status;
+}
+
+void Runtime::wakeup(const void* ident) {
+  globaldata* me = internal::mycpu();
+  if (me && me->gd_runtime == _s.get()) {
+    lwkt::wakeup(ident);
+    return;
+  }
+  // Every worker gets the request: a non-worker cannot read the slot masks' meaning cheaply
+  // and wakeups from outside are rare. Each message scans one hash slot.
+  for (globaldata* gd : _s->gds) {
+    internal::send_ipi(gd, internal::ipi_wakeup, const_cast<void*>(ident), 0, nullptr, false);
+  }
 }
 
 int Runtime::workers() const { return static_cast<int>(_s->workers.size()); }

@@ -110,6 +110,11 @@ class Runtime {
   // Runs on: any OS thread that is not one of this runtime's workers.
   absl::Status shutdown(absl::Duration grace = absl::Seconds(10));
 
+  // Wakes the tsleep sleepers on `ident` (lwkt::wakeup), from an OS thread that is not a
+  // worker: each worker that may have sleepers on its hash slot gets a message.
+  // Runs on: any OS thread.
+  void wakeup(const void* ident);
+
   int workers() const;
   std::vector<worker_info> placement() const;
   // One line per worker: "worker 0: PU 3 (core 1, NUMA node 0), pinned".

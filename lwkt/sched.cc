@@ -251,8 +251,10 @@ void lwkt_switch() {
   ++td->td_critcount;
   // A token is held only while its holder runs (reacquired below, or when td next runs).
   if (td->td_toks_stop != td->td_toks_array) internal::relalltokens(td);
-  // Remote schedule requests may make a better thread runnable: take them in first.
+  // Remote schedule requests and expired sleep timeouts may make a better thread runnable:
+  // take them in first.
   if (gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ) internal::drain_all(gd);
+  if (!gd->gd_timers.empty()) internal::run_timers(gd);
   gd->gd_ast &= ~RQF_AST_LWKT_RESCHED;
   // The best runnable thread whose tokens can all be had; contended ones stay queued and
   // are skipped (contention never blocks the worker). None: the idle thread, which retries.

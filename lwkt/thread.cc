@@ -128,6 +128,9 @@ absl::StatusOr<thread_ref> create_local(globaldata* gd, void (*fn)(void*), void*
   td->td_wmesg = nullptr;
   td->td_migrate_gd = nullptr;
   td->td_cscount = 0;
+  td->td_wchan = nullptr;
+  td->td_sleep_next = td->td_sleep_prev = nullptr;
+  td->td_timer_index = -1;
   td->td_func = fn;
   td->td_arg = arg;
   td->td_callable = std::move(callable);
@@ -279,6 +282,7 @@ void exit_self() {
               td->td_critcount);
   td->td_callable = nullptr;  // destroy captured state while the thread can still block
   ++td->td_critcount;
+  internal::sleep_exit_cleanup(gd, td);  // a leftover tsleep_interlock
   td->td_flags |= TDF_EXITING;
   internal::dequeue(gd, td);
   internal::unlink_allq(gd, td);

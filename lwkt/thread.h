@@ -42,6 +42,10 @@ inline constexpr std::uint32_t TDF_RUNNING = 0x0001;    // context live on the w
 inline constexpr std::uint32_t TDF_RUNQ = 0x0002;       // on the worker's run queue
 inline constexpr std::uint32_t TDF_NOSTART = 0x0010;    // created held, never scheduled yet
 inline constexpr std::uint32_t TDF_MIGRATING = 0x0020;  // moving between workers; not queued
+inline constexpr std::uint32_t TDF_SINTR = 0x0040;      // interruptible sleep (PCATCH)
+inline constexpr std::uint32_t TDF_TSLEEPQ = 0x0080;    // linked on a sleep queue
+inline constexpr std::uint32_t TDF_TIMEOUT = 0x8000;    // the sleep's timer fired
+inline constexpr std::uint32_t TDF_TSLEEP_DESCHEDULED = 0x20000;  // really asleep in tsleep
 inline constexpr std::uint32_t TDF_IDLETHREAD = 0x0100; // the worker's idle thread
 inline constexpr std::uint32_t TDF_EXITING = 0x400000;  // in exit_self; must not be scheduled
 
@@ -50,6 +54,7 @@ inline constexpr std::uint32_t TDF_MP_WAKEPEND = 0x0001;  // td_schedmsg is in f
 inline constexpr std::uint32_t TDF_MP_EXITED = 0x0002;    // reaped; the object is a corpse
 inline constexpr std::uint32_t TDF_MP_ABANDONED = 0x0004; // still blocked at shutdown
 inline constexpr std::uint32_t TDF_MP_GIVEN = 0x0008;     // giveaway() done; acquire() may take it
+inline constexpr std::uint32_t TDF_MP_INTR = 0x0010;      // lwkt::interrupt() pending
 
 inline constexpr int kAnyWorker = -1;
 inline constexpr int LWKT_MAXTOKENS = 32;  // token references per thread
@@ -122,6 +127,12 @@ struct thread {
   std::uint32_t td_contended = 0;        // failed reacquisitions since last run
   std::uint64_t td_contended_since = 0;  // cheap-clock stamp of the first of them
   const char* td_wmesg = nullptr;        // what the thread waits for (a token's name)
+  // Sleep queue (tsleep): channel, links in the worker's bucket, timer slot.
+  const void* td_wchan = nullptr;
+  thread* td_sleep_next = nullptr;
+  thread* td_sleep_prev = nullptr;
+  std::uint64_t td_timeout_at = 0;       // cheap-clock deadline while a timer is armed
+  int td_timer_index = -1;               // position in the worker's timer heap, -1: none
   int td_cscount = 0;                    // > 0 while mastering a cpusync
 
   // --- Written by foreign OS threads too.

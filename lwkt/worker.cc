@@ -29,15 +29,21 @@ void idle_loop(globaldata* gd) {
     // Poll for a while: waking a parked OS thread costs tens of microseconds.
     bool work = false;
     const std::uint64_t start = cheap_clock();
-    while (cheap_clock() - start < gd->gd_idle_spin_ticks) {
-      if (!gd->gd_inbox.empty() || ipiq_pending(gd) ||
+    const std::uint64_t timer = next_timer(gd);
+    for (std::uint64_t now = start; now - start < gd->gd_idle_spin_ticks; now = cheap_clock()) {
+      if (!gd->gd_inbox.empty() || ipiq_pending(gd) || (timer && now >= timer) ||
           gd->gd_stop.load(std::memory_order_relaxed)) {
         work = true;
         break;
       }
       cpu_pause();
     }
-    if (work) continue;
+    if (work) {
+      ++td->td_critcount;
+      run_timers(gd);
+      --td->td_critcount;
+      continue;
+    }
 
     // Park: announce, re-check (the parker's fence orders this check against producers'
     // push + kick), then sleep. See ipiq/parker.h for why no wakeup is lost.
@@ -47,8 +53,25 @@ void idle_loop(globaldata* gd) {
       gd->gd_parker.cancel_park();
       continue;
     }
-    gd->gd_parker.park();
+    // With sleep timeouts pending, park no longer than the earliest deadline.
+    if (const std::uint64_t t = next_timer(gd)) {
+      const std::uint64_t now = cheap_clock();
+      const double us = t > now ? static_cast<double>(t - now) / ticks_per_us() : 0.0;
+      struct timespec ts;
+      ts.tv_sec = static_cast<time_t>(us / 1e6);
+      ts.tv_nsec = static_cast<long>((us - static_cast<double>(ts.tv_sec) * 1e6) * 1e3) + 1000;
+      if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec += 1;
+        ts.tv_nsec -= 1000000000;
+      }
+      gd->gd_parker.park(&ts);
+    } else {
+      gd->gd_parker.park();
+    }
     gd->gd_stats.parks.add();
+    ++td->td_critcount;
+    run_timers(gd);
+    --td->td_critcount;
   }
 }
 

@@ -30,6 +30,8 @@ inline constexpr std::size_t kCacheLineGap = 128;
 // Upper bound on workers: the IPI rings are one per ordered pair (N^2 x ~8.6 KiB).
 inline constexpr int kMaxWorkers = 256;
 inline constexpr int kMaskWords = kMaxWorkers / 64;
+// Sleep queue hash slots (per worker) and the runtime-wide "workers with sleepers" table.
+inline constexpr std::size_t kSleepHash = 1024;
 
 // gd_reqflags bits, set by any OS thread (atomic OR), cleared by the owner.
 inline constexpr std::uint32_t RQF_IPIQ = 0x001;   // messages wait in gd_inbox or a ring
@@ -75,6 +77,12 @@ struct globaldata {
   // cpusync participation: requests seen but not yet released by their master (polled by
   // the drain loop, DragonFly's gd_cpusyncq).
   std::vector<void*> gd_cpusync_pending;
+  // tsleep queues (td_sleep_* links), one list per hash slot, and the armed sleep timers as
+  // a min-heap on td_timeout_at (td_timer_index tracks each thread's slot).
+  thread* gd_sleepq[kSleepHash] = {};
+  std::vector<thread*> gd_timers;
+  // Runtime-wide: slot h's workers-with-sleepers mask is gd_slpque_cpumasks[h * kMaskWords].
+  std::atomic<std::uint64_t>* gd_slpque_cpumasks = nullptr;
   // Free-thread cache (DragonFly gd_freetd, made a capped list): reaped threads whose object
   // and stack can both be reused, linked through td_all_next.
   thread* gd_freetd = nullptr;

@@ -19,6 +19,8 @@ struct runtime_state {
   std::unique_ptr<topology> topo;
   std::vector<globaldata*> gds;        // fixed after create(); index = worker
   std::unique_ptr<ipiq::ring[]> rings; // N x N; ring (s -> t) at s * N + t
+  // kSleepHash x kMaskWords: which workers may have sleepers in each hash slot.
+  std::unique_ptr<std::atomic<std::uint64_t>[]> slpque_cpumasks;
   std::vector<bool> gd_on_node;        // gds[i] came from hwloc_alloc_membind
   std::vector<std::thread> workers;
   std::atomic<bool> stopping{false};   // written: shutdown(); read: create paths

@@ -32,6 +32,13 @@ inline constexpr std::uint32_t kTokenSpinLoops = 10;  // DragonFly lwkt.spin_loo
 void relalltokens(thread* td);
 bool getalltokens(globaldata* gd, thread* td);
 
+// Sleep queues and timers (sleep.cc). Run on: gd's worker inside a critical section.
+void run_timers(globaldata* gd);                 // fires expired sleep timeouts
+std::uint64_t next_timer(const globaldata* gd);  // earliest deadline (cheap clock), 0: none
+void sleep_exit_cleanup(globaldata* gd, thread* td);  // off the sleep queue and timer heap
+bool wake_sleeper(globaldata* gd, thread* td);
+void ipi_wakeup(void* ident, std::intptr_t flags, void* aux, void* ctx);
+
 // Runs every queued inbox message (with gd_intr_nesting_level raised: no switching).
 // Runs on: gd's worker inside a critical section (or, after shutdown, the joining thread).
 void drain_inbox(globaldata* gd);

@@ -1,0 +1,52 @@
+// sleep.h
+//
+// Sleep and wakeup on wait channels (DragonFly/FreeBSD tsleep, wakeup), for lwkt threads.
+//
+//   tsleep(ident, flags, wmesg, timeout)  sleep until woken, timed out or interrupted
+//   tsleep_interlock(ident, flags)         join the sleep queue without sleeping yet, so
+//                                          that a caller can release its own lock and then
+//                                          tsleep(..., PINTERLOCKED) with no lost wakeup
+//   wakeup / wakeup_one / wakeup_mycpu     wake the sleepers on ident
+//   interrupt(td)                          the user-space signal: a PCATCH sleep returns EINTR
+//   lwkt_pause(timeout)                    sleep for a time
+//
+// Wait channels hash into per-worker sleep queues, touched only by their worker. A runtime-
+// wide table keeps, per hash slot, the set of workers that may have sleepers there; wakeup
+// scans its own worker and sends one message to each other worker in that set.
+//
+// Return values: 0 when woken (possibly spuriously: callers loop on their condition),
+// EWOULDBLOCK on timeout, EINTR when PCATCH is set and the thread was interrupted.
+// Timeouts fire at switch points and in the idle loop (a parked worker parks with a
+// deadline); resolution is the cheap clock's, and a timeout never fires early. A thread that
+// never yields delays the timers of its worker.
+#pragma once
+
+#include <cerrno>
+#include <cstdint>
+
+#include "absl/time/time.h"
+#include "lwkt/thread.h"
+
+namespace lwkt {
+
+inline constexpr int PCATCH = 0x100;        // interruptible: lwkt::interrupt() ends the sleep
+inline constexpr int PINTERLOCKED = 0x400;  // tsleep_interlock() was called already
+
+// Runs on: an lwkt thread, outside any critical section (aborts otherwise).
+// `timeout` zero or infinite: no timeout.
+int tsleep(const void* ident, int flags, const char* wmesg,
+           absl::Duration timeout = absl::ZeroDuration());
+// Runs on: an lwkt thread.
+void tsleep_interlock(const void* ident, int flags = 0);
+// Runs on: any OS thread.
+void wakeup(const void* ident);
+void wakeup_one(const void* ident);
+// Wakes sleepers on the calling worker only. Runs on: an lwkt thread.
+void wakeup_mycpu(const void* ident);
+// Sets td's interrupt request; ends a PCATCH sleep (now or the next one) with EINTR.
+// Requires: a reference to td. Runs on: any OS thread.
+void interrupt(thread* td);
+// Sleeps for `timeout` (returns EWOULDBLOCK, or EINTR... never: not interruptible).
+int lwkt_pause(absl::Duration timeout);
+
+}  // namespace lwkt

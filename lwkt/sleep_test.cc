@@ -1,0 +1,245 @@
+// tsleep / wakeup: no lost wakeup with the interlock across workers, wakeup_one, timeouts
+// (EWOULDBLOCK, never early), interruption (EINTR), wakeup/timeout races, misuse.
+#include "lwkt/sleep.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <vector>
+
+#include "lwkt/sched.h"
+#include "lwkt/testing.h"
+
+namespace lwkt {
+namespace {
+
+using testing::run_on;
+using testing::scaled;
+using testing::test_runtime;
+
+// Ping-pong through two channels between threads on different workers, with the lock-free
+// interlock pattern (interlock, re-check, sleep). A lost wakeup would hang the test.
+TEST(Sleep, NoLostWakeupPingPongAcrossFourWorkers) {
+  auto rt = test_runtime(4);
+  const int rounds = scaled(50000);
+  struct pair_state {
+    std::atomic<int> turn{0};
+  };
+  std::vector<pair_state> pairs(2);
+  std::vector<thread_ref> tds;
+  for (int p = 0; p < 2; ++p) {
+    for (int side = 0; side < 2; ++side) {
+      thread_options o;
+      o.worker = p * 2 + side;  // pair 0 on workers 0/1, pair 1 on workers 2/3
+      auto td = rt->spawn(
+          [&pairs, p, side, rounds] {
+            auto& st = pairs[static_cast<std::size_t>(p)];
+            for (int i = 0; i < rounds; ++i) {
+              while (st.turn.load() != side) {
+                tsleep_interlock(&st.turn);
+                if (st.turn.load() == side) break;
+                tsleep(&st.turn, PINTERLOCKED, "pingpong");
+              }
+              st.turn.store(1 - side);
+              wakeup(&st.turn);
+            }
+          },
+          o);
+      ASSERT_TRUE(td.ok());
+      tds.push_back(std::move(*td));
+    }
+  }
+  for (auto& t : tds) t.join();
+}
+
+// Many sleepers on one channel across workers; wakeup() wakes all.
+TEST(Sleep, WakeupWakesEverySleeperOnEveryWorker) {
+  auto rt = test_runtime(4);
+  std::atomic<int> ready{0}, woke{0};
+  std::atomic<bool> go{false};
+  std::vector<thread_ref> tds;
+  for (int i = 0; i < 12; ++i) {
+    thread_options o;
+    o.worker = i % 4;
+    tds.push_back(*rt->spawn(
+        [&] {
+          tsleep_interlock(&go);
+          ready.fetch_add(1);
+          while (!go.load()) {
+            tsleep(&go, PINTERLOCKED, "all");
+            tsleep_interlock(&go);
+          }
+          woke.fetch_add(1);
+        },
+        o));
+  }
+  run_on(*rt, [&] {
+    while (ready.load() < 12) yield();
+    go = true;
+    wakeup(&go);
+  });
+  for (auto& t : tds) t.join();
+  EXPECT_EQ(woke.load(), 12);
+}
+
+// wakeup_one with N sleepers on one worker wakes exactly one of them.
+TEST(Sleep, WakeupOneWakesExactlyOne) {
+  auto rt = test_runtime(2);
+  constexpr int kN = 5;
+  int chan = 0;
+  std::atomic<int> asleep{0}, woken{0};
+  std::vector<thread_ref> tds;
+  for (int i = 0; i < kN; ++i) {
+    thread_options o;
+    o.worker = 1;
+    tds.push_back(*rt->spawn(
+        [&] {
+          asleep.fetch_add(1);
+          tsleep(&chan, 0, "one");
+          woken.fetch_add(1);
+        },
+        o));
+  }
+  run_on(*rt, [&] {
+    while (asleep.load() < kN) yield();
+    // The last sleeper may be between asleep++ and tsleep: give worker 1 time to park them.
+    lwkt_pause(absl::Milliseconds(20));
+    wakeup_one(&chan);
+    lwkt_pause(absl::Milliseconds(50));
+    EXPECT_EQ(woken.load(), 1);
+    wakeup(&chan);
+  });
+  for (auto& t : tds) t.join();
+  EXPECT_EQ(woken.load(), kN);
+}
+
+TEST(Sleep, TimeoutReturnsEwouldblockAndNeverEarly) {
+  auto rt = test_runtime(2);
+  run_on(*rt, [] {
+    int chan = 0;
+    for (int ms : {1, 5, 20}) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const int r = tsleep(&chan, 0, "timeout", absl::Milliseconds(ms));
+      const auto elapsed = std::chrono::steady_clock::now() - t0;
+      EXPECT_EQ(r, EWOULDBLOCK);
+      EXPECT_GE(elapsed, std::chrono::milliseconds(ms)) << "fired early";
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(lwkt_pause(absl::Milliseconds(10)), EWOULDBLOCK);
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(10));
+  });
+}
+
+TEST(Sleep, InterruptEndsPcatchSleepWithEintr) {
+  auto rt = test_runtime(2);
+  std::atomic<int> result{-1};
+  std::atomic<bool> sleeping{false};
+  int chan = 0;
+  thread_options o;
+  o.worker = 1;
+  auto sleeper = rt->spawn(
+      [&] {
+        tsleep_interlock(&chan);
+        sleeping = true;
+        result = tsleep(&chan, PCATCH | PINTERLOCKED, "intr");
+      },
+      o);
+  ASSERT_TRUE(sleeper.ok());
+  thread* s = sleeper->get();
+  run_on(*rt, [&] {
+    while (!sleeping.load()) yield();
+    interrupt(s);  // remote: a message to worker 1
+  });
+  sleeper->join();
+  EXPECT_EQ(result.load(), EINTR);
+  // A pending interrupt ends the next PCATCH sleep at once; without PCATCH it is ignored.
+  run_on(*rt, [] {
+    interrupt(curthread());
+    int c = 0;
+    EXPECT_EQ(tsleep(&c, 0, "no-catch", absl::Milliseconds(1)), EWOULDBLOCK);
+    EXPECT_EQ(tsleep(&c, PCATCH, "catch"), EINTR);
+  });
+}
+
+// Wakeups racing timeouts: each sleep returns 0 or EWOULDBLOCK, and EWOULDBLOCK only after
+// the full timeout.
+TEST(Sleep, WakeupAndTimeoutRacesAreConsistent) {
+  auto rt = test_runtime(2);
+  std::atomic<int> flag{0};
+  std::atomic<bool> stop{false};
+  thread_options o1;
+  o1.worker = 1;
+  auto waker = rt->spawn(
+      [&] {
+        while (!stop.load()) {
+          flag.store(1);
+          wakeup(&flag);
+          yield();
+        }
+      },
+      o1);
+  int woken = 0, timed_out = 0;
+  run_on(*rt, [&] {
+    for (int i = 0; i < scaled(2000); ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const int r = tsleep(&flag, 0, "race", absl::Microseconds(50));
+      const auto elapsed = std::chrono::steady_clock::now() - t0;
+      ASSERT_TRUE(r == 0 || r == EWOULDBLOCK) << r;
+      if (r == EWOULDBLOCK) {
+        ++timed_out;
+        ASSERT_GE(elapsed, std::chrono::microseconds(50));
+      } else {
+        ++woken;
+      }
+    }
+    stop = true;
+  });
+  waker->join();
+  EXPECT_EQ(woken + timed_out, scaled(2000));
+}
+
+// A waker that is not a worker (main) uses Runtime::wakeup.
+TEST(Sleep, RuntimeWakeupFromOutside) {
+  auto rt = test_runtime(2);
+  std::atomic<bool> go{false}, armed{false};
+  auto td = rt->spawn([&] {
+    tsleep_interlock(&go);
+    armed = true;
+    while (!go.load()) {
+      tsleep(&go, PINTERLOCKED, "outside");
+      tsleep_interlock(&go);
+    }
+  });
+  while (!armed.load()) {}
+  go = true;
+  rt->wakeup(&go);
+  td->join();
+}
+
+TEST(SleepDeathTest, SleepInsideCriticalSectionAborts) {
+  testing::use_safe_death_test_style();
+  EXPECT_DEATH(
+      {
+        auto rt = test_runtime(1);
+        run_on(*rt, [] {
+          int c;
+          crit_enter();
+          tsleep(&c, 0, "bad");
+        });
+      },
+      "td \"test-main\" on worker 0: tsleep\\('bad'\\) inside a critical section");
+}
+
+TEST(SleepDeathTest, SleepFromNonWorkerAborts) {
+  testing::use_safe_death_test_style();
+  EXPECT_DEATH(
+      {
+        int c;
+        tsleep(&c, 0, "outside");
+      },
+      "tsleep from an OS thread that is not a worker");
+}
+
+}  // namespace
+}  // namespace lwkt
