@@ -73,6 +73,7 @@ void giveaway(thread* td) {
               "giveaway of a thread that is queued, running or exiting (flags=0x%x)",
               td->td_flags);
   ++gd->gd_curthread->td_critcount;
+  internal::sleep_exit_cleanup(gd, td);  // sleep queues and timers are per worker
   internal::unlink_allq(gd, td);
   internal::count_live(gd, -1);
   td->td_flags |= TDF_MIGRATING;

@@ -165,6 +165,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
     gd->gd_slice_ticks = slice;
     gd->gd_idle_spin_ticks = spin;
     gd->gd_token_warn_ticks = internal::ns_to_ticks(absl::ToInt64Nanoseconds(opts.token_warn));
+    gd->gd_preempt_enable = opts.preempt;
     if (!gd->gd_parker.set_mechanism(opts.kick) && setup_error.ok()) {
       setup_error = absl::ResourceExhaustedError(absl::StrCat(
           "Runtime::Options.kick: eventfd for worker ", i, " failed: ", std::strerror(errno)));

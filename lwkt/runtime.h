@@ -84,6 +84,8 @@ class Runtime {
     // A thread that cannot get its tokens for this long prints one warning naming the token
     // and the thread (per contention episode). Zero: never warn.
     absl::Duration token_warn = absl::Seconds(1);
+    // Preemption by preemptable threads (thread_options::preemptable); false refuses all.
+    bool preempt = true;
     // Round-robin slice among equal-priority threads; checked at yield points.
     // Zero: every yield rotates.
     absl::Duration rr_slice = absl::Milliseconds(1);

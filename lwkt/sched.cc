@@ -52,6 +52,70 @@ void drain_inbox(globaldata* gd) {
   gd->gd_stats.messages.add(n);
 }
 
+void crit_exit_work(globaldata* gd) {
+  if (gd->gd_ast & RQF_AST_PREEMPT) {
+    gd->gd_ast &= ~RQF_AST_PREEMPT;
+    // A preemption refused inside the critical section that just ended: retry it now.
+    thread* head = gd->gd_tdrunq.head();
+    if (head && (head->td_flags & TDF_PREEMPTABLE)) {
+      ++gd->gd_curthread->td_critcount;
+      lwkt_preempt(gd, head, 1);
+      --gd->gd_curthread->td_critcount;
+    }
+  }
+  if (gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IDLECHECK_MASK) splz(gd);
+}
+
+// DragonFly lwkt_preempt: ntd, preemptable and just queued on this worker, runs at once on
+// top of the current thread if every condition holds; otherwise nothing happens now and the
+// normal reschedule request (or, when only a critical section was in the way,
+// RQF_AST_PREEMPT for crit_exit) makes it run later.
+// Runs on: gd's worker, inside the `critcount` critical sections the scheduling path added.
+void lwkt_preempt(globaldata* gd, thread* ntd, int critcount) {
+  thread* td = gd->gd_curthread;
+  worker_stats& st = gd->gd_stats;
+  st.preempt_attempts.add();
+  if (!gd->gd_preempt_enable) {
+    st.preempt_refused_disabled.add();
+    return;
+  }
+  if (ntd->td_pri <= td->td_pri) {
+    st.preempt_refused_priority.add();
+    return;
+  }
+  if (gd->gd_intr_nesting_level > 0 || td->td_cscount > 0 || (td->td_flags & TDF_IDLETHREAD) ||
+      ntd->td_gd != gd) {
+    st.preempt_refused_context.add();
+    return;
+  }
+  if (td->td_critcount > critcount) {
+    st.preempt_refused_critical.add();
+    gd->gd_ast |= RQF_AST_PREEMPT;
+    return;
+  }
+  if (ntd->td_toks_stop != ntd->td_toks_array) {
+    st.preempt_refused_tokens.add();
+    return;
+  }
+  if (td == ntd || ((td->td_flags | ntd->td_flags) & TDF_PREEMPT_LOCK) || ntd->td_preempted ||
+      (ntd->td_flags & TDF_RUNNING)) {
+    st.preempt_refused_chain.add();
+    return;
+  }
+  st.preempt_taken.add();
+  ntd->td_preempted = td;
+  td->td_flags |= TDF_PREEMPT_LOCK;
+  st.switches.add();
+  ++ntd->td_switches;
+  thread* prev = cpu_switch_to(gd, td, ntd);
+  // Back only when ntd blocked or yielded: a preemption always returns to its victim.
+  LWKT_ASSERT(prev == ntd, td, "preemption by '%s' returned from '%s'", ntd->td_comm,
+              prev->td_comm);
+  switch_return(gd, prev);
+  ntd->td_preempted = nullptr;
+  td->td_flags &= ~(TDF_PREEMPT_LOCK | TDF_PREEMPT_DONE);
+}
+
 void splz(globaldata* gd) {
   thread* td = gd->gd_curthread;
   ++td->td_critcount;
@@ -122,22 +186,6 @@ void schedule_remote(thread* td) {
   post(owner, &td->td_schedmsg);
 }
 
-// Switches the worker from td to ntd. Not instrumented by TSan: between the fiber switch
-// and the stack switch nothing may be attributed to the wrong fiber.
-__attribute__((noinline, no_sanitize("thread"))) thread* cpu_switch_to(globaldata* gd,
-                                                                       thread* td,
-                                                                       thread* ntd) {
-  ntd->td_flags |= TDF_RUNNING;
-  gd->gd_curthread = ntd;
-  const bool dying = td->td_flags & TDF_EXITING;
-  asan_start_switch(dying ? nullptr : &td->td_asan_fake_stack, ntd->td_stack.lo,
-                    ntd->td_stack.size);
-  tsan_switch_to(ntd->td_tsan_fiber);
-  void* prev = lwkt_cpu_switch(&td->td_sp, ntd->td_sp, td);
-  asan_finish_switch(td->td_asan_fake_stack);
-  return static_cast<thread*>(prev);
-}
-
 // DragonFly lwkt_schedulerclock, evaluated at a yield point instead of from a tick: once td
 // has used its slice, rotate it behind its equal-priority peers and request a switch.
 void scheduler_clock(globaldata* gd, thread* td) {
@@ -156,6 +204,22 @@ void scheduler_clock(globaldata* gd, thread* td) {
 }
 
 }  // namespace
+
+// Switches the worker from td to ntd. Not instrumented by TSan: between the fiber switch
+// and the stack switch nothing may be attributed to the wrong fiber.
+__attribute__((noinline, no_sanitize("thread"))) thread* cpu_switch_to(globaldata* gd,
+                                                                       thread* td,
+                                                                       thread* ntd) {
+  ntd->td_flags |= TDF_RUNNING;
+  gd->gd_curthread = ntd;
+  const bool dying = td->td_flags & TDF_EXITING;
+  asan_start_switch(dying ? nullptr : &td->td_asan_fake_stack, ntd->td_stack.lo,
+                    ntd->td_stack.size);
+  tsan_switch_to(ntd->td_tsan_fiber);
+  void* prev = lwkt_cpu_switch(&td->td_sp, ntd->td_sp, td);
+  asan_finish_switch(td->td_asan_fake_stack);
+  return static_cast<thread*>(prev);
+}
 
 void schedule_on_owner(globaldata* gd, thread* td, void*) {
   globaldata* owner = td->td_gd;
@@ -206,6 +270,10 @@ void schedule(thread* td) {
     LWKT_ASSERT(!(td->td_flags & TDF_IDLETHREAD), td, "lwkt::schedule of an idle thread");
     ++gd->gd_curthread->td_critcount;
     internal::enqueue(gd, td);
+    // The critical section this function added is the 1 the caller's must not exceed.
+    if ((td->td_flags & (TDF_PREEMPTABLE | TDF_RUNQ)) == (TDF_PREEMPTABLE | TDF_RUNQ)) {
+      internal::lwkt_preempt(gd, td, 1);
+    }
     crit_exit();
   } else {
     internal::schedule_remote(td);
@@ -251,6 +319,22 @@ void lwkt_switch() {
   ++td->td_critcount;
   // A token is held only while its holder runs (reacquired below, or when td next runs).
   if (td->td_toks_stop != td->td_toks_array) internal::relalltokens(td);
+  if (thread* preempted = td->td_preempted) {
+    // td preempted `preempted` and now blocks or yields: control returns straight to it,
+    // bypassing the run queue and without token work (it never released its tokens).
+    preempted->td_flags |= TDF_PREEMPT_DONE;
+    preempted->td_contended = 0;
+    thread* head = gd->gd_tdrunq.head();
+    if (head && head != preempted && head->td_pri > preempted->td_pri) {
+      gd->gd_ast |= RQF_AST_LWKT_RESCHED;
+    }
+    gd->gd_stats.switches.add();
+    thread* prev = internal::cpu_switch_to(gd, td, preempted);
+    gd = td->td_gd;
+    internal::switch_return(gd, prev);
+    --td->td_critcount;
+    return;
+  }
   // Remote schedule requests and expired sleep timeouts may make a better thread runnable:
   // take them in first.
   if (gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ) internal::drain_all(gd);
@@ -259,7 +343,9 @@ void lwkt_switch() {
   // The best runnable thread whose tokens can all be had; contended ones stay queued and
   // are skipped (contention never blocks the worker). None: the idle thread, which retries.
   thread* ntd = gd->gd_tdrunq.head();
-  while (ntd && !internal::getalltokens(gd, ntd)) ntd = gd->gd_tdrunq.next(ntd);
+  while (ntd && ((ntd->td_flags & TDF_PREEMPT_LOCK) || !internal::getalltokens(gd, ntd))) {
+    ntd = gd->gd_tdrunq.next(ntd);
+  }
   if (ntd == nullptr) ntd = &gd->gd_idlethread;
   if (ntd != td) {
     LWKT_ASSERT(ntd->td_gd == gd, ntd, "picked by worker %d, which does not own it",

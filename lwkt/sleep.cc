@@ -302,6 +302,10 @@ void interrupt(thread* td) {
 }
 
 int lwkt_pause(absl::Duration timeout) {
+  LWKT_ASSERT(timeout != absl::InfiniteDuration(), curthread(),
+              "lwkt_pause with an infinite timeout would never return");
+  // Like FreeBSD's pause(), a non-positive timeout still sleeps (until the next switch point).
+  if (timeout <= absl::ZeroDuration()) timeout = absl::Nanoseconds(1);
   char ident = 0;  // its address is a private channel: nobody else can wake it
   return tsleep(&ident, 0, "pause", timeout);
 }

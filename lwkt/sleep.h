@@ -46,7 +46,8 @@ void wakeup_mycpu(const void* ident);
 // Sets td's interrupt request; ends a PCATCH sleep (now or the next one) with EINTR.
 // Requires: a reference to td. Runs on: any OS thread.
 void interrupt(thread* td);
-// Sleeps for `timeout` (returns EWOULDBLOCK, or EINTR... never: not interruptible).
+// Sleeps for `timeout` and returns EWOULDBLOCK (not interruptible). A timeout <= 0 sleeps
+// until the worker's next switch point; an infinite one aborts. Runs on: an lwkt thread.
 int lwkt_pause(absl::Duration timeout);
 
 }  // namespace lwkt

@@ -128,6 +128,7 @@ absl::StatusOr<thread_ref> create_local(globaldata* gd, void (*fn)(void*), void*
   td->td_wmesg = nullptr;
   td->td_migrate_gd = nullptr;
   td->td_cscount = 0;
+  td->td_preempted = nullptr;
   td->td_wchan = nullptr;
   td->td_sleep_next = td->td_sleep_prev = nullptr;
   td->td_timer_index = -1;
@@ -145,6 +146,7 @@ absl::StatusOr<thread_ref> create_local(globaldata* gd, void (*fn)(void*), void*
   gd->gd_stats.live_threads.store(gd->gd_stats.live_threads.load(std::memory_order_relaxed) + 1,
                                   std::memory_order_relaxed);
   thread_ref ref(td);
+  if (opts.preemptable) td->td_flags |= TDF_PREEMPTABLE;
   if (opts.nostart) {
     td->td_flags |= TDF_NOSTART;
   } else {

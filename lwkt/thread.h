@@ -40,6 +40,8 @@ struct thread;
 // td_flags: written only by the owning worker, inside a critical section.
 inline constexpr std::uint32_t TDF_RUNNING = 0x0001;    // context live on the worker
 inline constexpr std::uint32_t TDF_RUNQ = 0x0002;       // on the worker's run queue
+inline constexpr std::uint32_t TDF_PREEMPT_LOCK = 0x0004;  // parked under a preemption chain
+inline constexpr std::uint32_t TDF_PREEMPT_DONE = 0x0008;  // its preemptor switched back
 inline constexpr std::uint32_t TDF_NOSTART = 0x0010;    // created held, never scheduled yet
 inline constexpr std::uint32_t TDF_MIGRATING = 0x0020;  // moving between workers; not queued
 inline constexpr std::uint32_t TDF_SINTR = 0x0040;      // interruptible sleep (PCATCH)
@@ -47,6 +49,7 @@ inline constexpr std::uint32_t TDF_TSLEEPQ = 0x0080;    // linked on a sleep que
 inline constexpr std::uint32_t TDF_TIMEOUT = 0x8000;    // the sleep's timer fired
 inline constexpr std::uint32_t TDF_TSLEEP_DESCHEDULED = 0x20000;  // really asleep in tsleep
 inline constexpr std::uint32_t TDF_IDLETHREAD = 0x0100; // the worker's idle thread
+inline constexpr std::uint32_t TDF_PREEMPTABLE = 0x10000; // may preempt (DragonFly TDF_INTTHREAD)
 inline constexpr std::uint32_t TDF_EXITING = 0x400000;  // in exit_self; must not be scheduled
 
 // td_mpflags: may be set or cleared by any OS thread, always with atomic RMW.
@@ -68,6 +71,10 @@ struct thread_options {
                                       // round-robin when called from outside the runtime
   std::size_t stack_size = 0;         // 0: the runtime's default
   bool nostart = false;               // create held: runs only after lwkt::schedule()
+  // Preemptable (DragonFly's interrupt-type threads, e.g. a completion handler): when made
+  // runnable on its own worker from outside a critical section and it is better than the
+  // running thread, it runs at once on top of it (lwkt_preempt); see sched.h.
+  bool preemptable = false;
 };
 
 // Per-thread stack bounds; `map` includes the PROT_NONE guard page at the low end.
@@ -134,6 +141,7 @@ struct thread {
   std::uint64_t td_timeout_at = 0;       // cheap-clock deadline while a timer is armed
   int td_timer_index = -1;               // position in the worker's timer heap, -1: none
   int td_cscount = 0;                    // > 0 while mastering a cpusync
+  thread* td_preempted = nullptr;        // on a preemptor: the thread it preempted
 
   // --- Written by foreign OS threads too.
   std::atomic<std::uint32_t> td_mpflags{0};  // TDF_MP_*; atomic RMW only

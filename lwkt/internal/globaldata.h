@@ -38,6 +38,7 @@ inline constexpr std::uint32_t RQF_IPIQ = 0x001;   // messages wait in gd_inbox 
 inline constexpr std::uint32_t RQF_IDLECHECK_MASK = RQF_IPIQ;
 // gd_ast bits, owner only.
 inline constexpr std::uint32_t RQF_AST_LWKT_RESCHED = 0x020;  // switch at the next yield point
+inline constexpr std::uint32_t RQF_AST_PREEMPT = 0x040;  // a refused preemption: retry at crit_exit
 
 // A statistic written by the owner only and read by anyone: no RMW needed.
 struct owner_counter {
@@ -58,6 +59,15 @@ struct worker_stats {
   owner_counter parks;            // times the worker slept in the kernel
   owner_counter ipis_sent;        // ring messages sent by this worker
   owner_counter ipi_waits;        // sends that found the ring full and waited
+  // lwkt_preempt: attempts, preemptions taken, and refusals by reason.
+  owner_counter preempt_attempts;
+  owner_counter preempt_taken;
+  owner_counter preempt_refused_disabled;
+  owner_counter preempt_refused_priority;   // not strictly better than the running thread
+  owner_counter preempt_refused_critical;   // the caller was in a critical section
+  owner_counter preempt_refused_context;    // message handler or cpusync master
+  owner_counter preempt_refused_tokens;     // the preemptor holds tokens
+  owner_counter preempt_refused_chain;      // already part of a chain
   std::atomic<std::int64_t> live_threads{0};  // owner-written: threads alive on this worker
 };
 
@@ -94,6 +104,7 @@ struct globaldata {
   std::uint64_t gd_slice_ticks = 0;    // round-robin slice in cheap-clock ticks (0: always)
   std::uint64_t gd_idle_spin_ticks = 0;
   std::uint64_t gd_token_warn_ticks = 0;  // token contention warning threshold (0: never)
+  bool gd_preempt_enable = true;          // DragonFly lwkt.preempt_enable
   // Placement (fixed after start; readable by anyone after Runtime::create returns).
   int gd_pu = -1, gd_core = -1, gd_numa = -1;
   bool gd_pinned = false;

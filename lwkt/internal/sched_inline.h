@@ -8,6 +8,8 @@ namespace lwkt {
 namespace internal {
 // Runs deferred work (messages) for gd; called at the 1 -> 0 transition of crit_exit.
 void splz(globaldata* gd);
+// crit_exit's slow path: deferred work and refused preemptions (sched.cc).
+void crit_exit_work(globaldata* gd);
 }  // namespace internal
 
 inline thread* curthread() {
@@ -33,9 +35,10 @@ inline void crit_exit() {
   LWKT_ASSERT(td->td_critcount > 0, td, "crit_exit without crit_enter (td_critcount=%d)",
               td->td_critcount);
   if (--td->td_critcount == 0 &&
-      (gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IDLECHECK_MASK) &&
+      ((gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IDLECHECK_MASK) ||
+       (gd->gd_ast & RQF_AST_PREEMPT)) &&
       gd->gd_intr_nesting_level == 0) {
-    internal::splz(gd);
+    internal::crit_exit_work(gd);
   }
 }
 

@@ -32,6 +32,11 @@ inline constexpr std::uint32_t kTokenSpinLoops = 10;  // DragonFly lwkt.spin_loo
 void relalltokens(thread* td);
 bool getalltokens(globaldata* gd, thread* td);
 
+// DragonFly lwkt_preempt (sched.cc): see there.
+void lwkt_preempt(globaldata* gd, thread* ntd, int critcount);
+// Switches the worker from td to ntd (sched.cc).
+thread* cpu_switch_to(globaldata* gd, thread* td, thread* ntd);
+
 // Sleep queues and timers (sleep.cc). Run on: gd's worker inside a critical section.
 void run_timers(globaldata* gd);                 // fires expired sleep timeouts
 std::uint64_t next_timer(const globaldata* gd);  // earliest deadline (cheap clock), 0: none
