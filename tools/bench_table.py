@@ -41,6 +41,10 @@ ROWS = [
      "BM_Peer_StdMutex_Contended", None),
     ("token, two workers contending, vs absl::Mutex", "BM_Token_Contended_TwoWorkers",
      "BM_Peer_AbslMutex_Contended", None),
+    ("sleep/wakeup round trip, two workers", "BM_SleepWakeup_RoundTrip",
+     "BM_Peer_CondvarSleepWakeup", 0.5),
+    ("sleep/wakeup round trip vs Boost.Fiber", "BM_SleepWakeup_RoundTrip",
+     "BM_Peer_BoostFiber_CondvarRoundTrip", None),
     ("yield holding 1 token each", "BM_Yield_HoldingTokens/1", "BM_Yield_HoldingTokens/0", None),
     ("yield holding 4 tokens each", "BM_Yield_HoldingTokens/4", "BM_Yield_HoldingTokens/0", None),
     ("yield holding 16 tokens each", "BM_Yield_HoldingTokens/16", "BM_Yield_HoldingTokens/0",
@@ -74,13 +78,17 @@ def load(path):
     for b in data["benchmarks"]:
         if "p50_ns" in b and b.get("aggregate_name", "median") == "median":
             latency[short(b.get("run_name", b["name"]))] = (b["p50_ns"], b["p99_ns"], b["p999_ns"])
-    return data.get("context", {}), times, latency
+    preempt = {}
+    for b in data["benchmarks"]:
+        if "to_first_insn_p50_ns" in b and b.get("aggregate_name", "median") == "median":
+            preempt = {"p50": b["to_first_insn_p50_ns"], "p99": b["to_first_insn_p99_ns"]}
+    return data.get("context", {}), times, latency, preempt
 
 
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    ctx, t, latency = load(sys.argv[1])
+    ctx, t, latency, counters = load(sys.argv[1])
     out = []
     out.append("lwkt benchmark report (%s, %s CPUs at %s MHz; lower is better)" %
                (ctx.get("date", "?"), ctx.get("num_cpus", "?"), ctx.get("mhz_per_cpu", "?")))
@@ -98,6 +106,13 @@ def main():
         out.append("| %s | %.1f | %s | %.1f | %.2fx | %s | %s |" % (
             label, t[ours], peer.replace("BM_Peer_", "").replace("BM_", ""), t[peer], ratio,
             "<= %.1fx" % target if target else "info", met))
+    if "BM_Preempt_Local" in t:
+        out.append("")
+        out.append("local preemption: schedule -> preemptor and back %.1f ns per round; "
+                   "schedule -> preemptor's first instruction p50 %.0f ns, p99 %.0f ns "
+                   "(target <= 100 ns: %s)" % (
+                       t["BM_Preempt_Local"], counters.get("p50", 0), counters.get("p99", 0),
+                       "yes" if counters.get("p50", 1e9) <= 100 else "NO"))
     if latency:
         out.append("")
         out.append("| wake latency of a parked worker (send -> handler) | p50 ns | p99 ns | p99.9 ns |")

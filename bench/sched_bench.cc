@@ -1,0 +1,149 @@
+// Issue 6 benchmarks: local preemption latency, and sleep/wakeup round trips between lwkt
+// threads on different workers against std::condition_variable and Boost.Fiber's
+// condition_variable between two OS threads.
+//
+//   BM_Preempt_Local                 schedule a better preemptable thread -> its first
+//                                    instruction (counter), and back when it blocks (time)
+//   BM_SleepWakeup_RoundTrip         tsleep/wakeup ping-pong, two workers (idle_spin default)
+//   BM_Peer_CondvarSleepWakeup       std::mutex + std::condition_variable, two OS threads
+//   BM_Peer_BoostFiber_CondvarRoundTrip   boost::fibers::mutex + condition_variable
+#include <benchmark/benchmark.h>
+#include <pthread.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/fiber/all.hpp>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "lwkt/internal/clock.h"
+#include "lwkt/runtime.h"
+#include "lwkt/sched.h"
+#include "lwkt/sleep.h"
+
+namespace {
+
+using lwkt::Runtime;
+
+void pin(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu % static_cast<int>(std::thread::hardware_concurrency()), &set);
+  pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+std::uint64_t g_t0, g_t1;
+
+void BM_Preempt_Local(benchmark::State& state) {
+  Runtime::Options o;
+  o.workers = 1;
+  auto rt = Runtime::create(o);
+  if (!rt.ok()) std::abort();
+  const std::int64_t n = state.max_iterations;
+  std::vector<std::uint64_t> lat;
+  lat.reserve(static_cast<std::size_t>(n));
+  while (state.KeepRunningBatch(n)) {
+    auto driver = (*rt)->spawn([&, n] {
+      lwkt::thread_options po;
+      po.pri = lwkt::TDPRI_INT_SUPPORT;
+      po.preemptable = true;
+      po.nostart = true;
+      auto p = lwkt::create(
+          [&, n] {
+            for (std::int64_t i = 0; i < n; ++i) {
+              g_t1 = lwkt::internal::cheap_clock();
+              lat.push_back(g_t1 - g_t0);
+              lwkt::crit_enter();
+              lwkt::deschedule_self();
+              lwkt::lwkt_switch();  // unwinds to the preempted driver
+              lwkt::crit_exit();
+            }
+          },
+          po);
+      for (std::int64_t i = 0; i < n; ++i) {
+        g_t0 = lwkt::internal::cheap_clock();
+        lwkt::schedule(p->get());  // preempts at once
+      }
+      lwkt::schedule(p->get());
+      p->join();
+    });
+    driver->join();
+  }
+  std::sort(lat.begin(), lat.end());
+  const double per_ns = lwkt::internal::ticks_per_us() / 1000.0;
+  if (!lat.empty()) {
+    state.counters["to_first_insn_p50_ns"] = static_cast<double>(lat[lat.size() / 2]) / per_ns;
+    state.counters["to_first_insn_p99_ns"] =
+        static_cast<double>(lat[lat.size() * 99 / 100]) / per_ns;
+  }
+  state.SetLabel("there (preempt) and back (unwind)");
+}
+BENCHMARK(BM_Preempt_Local)->UseRealTime();
+
+void BM_SleepWakeup_RoundTrip(benchmark::State& state) {
+  Runtime::Options o;
+  o.workers = 2;
+  auto rt = Runtime::create(o);
+  if (!rt.ok()) std::abort();
+  const std::int64_t n = state.max_iterations;
+  while (state.KeepRunningBatch(n)) {
+    std::atomic<int> turn{0};
+    std::vector<lwkt::thread_ref> tds;
+    for (int side = 0; side < 2; ++side) {
+      lwkt::thread_options to;
+      to.worker = side;
+      tds.push_back(*(*rt)->spawn(
+          [&turn, side, n] {
+            for (std::int64_t i = 0; i < n; ++i) {
+              while (turn.load() != side) {
+                lwkt::tsleep_interlock(&turn);
+                if (turn.load() == side) break;
+                lwkt::tsleep(&turn, lwkt::PINTERLOCKED, "rt");
+              }
+              turn.store(1 - side);
+              lwkt::wakeup(&turn);
+            }
+          },
+          to));
+    }
+    for (auto& t : tds) t.join();
+  }
+}
+BENCHMARK(BM_SleepWakeup_RoundTrip)->UseRealTime();
+
+template <typename Mutex, typename CondVar>
+void condvar_round_trip(benchmark::State& state) {
+  const std::int64_t n = state.max_iterations;
+  while (state.KeepRunningBatch(n)) {
+    Mutex mu;
+    CondVar cv;
+    int turn = 0;
+    std::vector<std::thread> ts;
+    for (int side = 0; side < 2; ++side) {
+      ts.emplace_back([&, side] {
+        pin(side);
+        for (std::int64_t i = 0; i < n; ++i) {
+          std::unique_lock<Mutex> l(mu);
+          cv.wait(l, [&] { return turn == side; });
+          turn = 1 - side;
+          cv.notify_all();
+        }
+      });
+    }
+    for (auto& t : ts) t.join();
+  }
+}
+
+void BM_Peer_CondvarSleepWakeup(benchmark::State& state) {
+  condvar_round_trip<std::mutex, std::condition_variable>(state);
+}
+BENCHMARK(BM_Peer_CondvarSleepWakeup)->UseRealTime();
+
+void BM_Peer_BoostFiber_CondvarRoundTrip(benchmark::State& state) {
+  condvar_round_trip<boost::fibers::mutex, boost::fibers::condition_variable>(state);
+}
+BENCHMARK(BM_Peer_BoostFiber_CondvarRoundTrip)->UseRealTime();
+
+}  // namespace
