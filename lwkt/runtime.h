@@ -30,6 +30,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "ipiq/parker.h"
+#include "lwkt/snapshot.h"
 #include "lwkt/thread.h"
 
 namespace lwkt {
@@ -116,6 +117,12 @@ class Runtime {
   // worker: each worker that may have sleepers on its hash slot gets a message.
   // Runs on: any OS thread.
   void wakeup(const void* ident);
+
+  // Every worker's and thread's state (name, state, priority, worker, wait message, run
+  // time, switch counts, tokens), each worker's part taken by the worker itself; ps()
+  // renders it. FailedPrecondition once shutdown has begun.
+  // Runs on: any OS thread (an lwkt thread blocks only itself while it waits).
+  [[nodiscard]] absl::StatusOr<runtime_snapshot> snapshot();
 
   int workers() const;
   std::vector<worker_info> placement() const;

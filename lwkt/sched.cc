@@ -212,6 +212,17 @@ __attribute__((noinline, no_sanitize("thread"))) thread* cpu_switch_to(globaldat
                                                                        thread* ntd) {
   ntd->td_flags |= TDF_RUNNING;
   gd->gd_curthread = ntd;
+  // mi_switch accounting: one clock read per switch charges the outgoing thread's slice and
+  // starts the incoming one's (also the round-robin clock's reference).
+  const std::uint64_t now = cheap_clock();
+  td->td_runticks += now - gd->gd_switch_stamp;
+  gd->gd_switch_stamp = now;
+  ntd->td_slice_start = now;
+  if (td->td_flags & (TDF_RUNQ | TDF_PREEMPT_LOCK)) {
+    ++td->td_nivcsw;  // still runnable: rotated, yielded or preempted
+  } else {
+    ++td->td_nvcsw;   // it blocked
+  }
   const bool dying = td->td_flags & TDF_EXITING;
   asan_start_switch(dying ? nullptr : &td->td_asan_fake_stack, ntd->td_stack.lo,
                     ntd->td_stack.size);
@@ -339,6 +350,7 @@ void lwkt_switch() {
   // take them in first.
   if (gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ) internal::drain_all(gd);
   if (!gd->gd_timers.empty()) internal::run_timers(gd);
+  if (gd->gd_switch_stamp >= gd->gd_next_loadav) internal::loadav_tick(gd, gd->gd_switch_stamp);
   gd->gd_ast &= ~RQF_AST_LWKT_RESCHED;
   // The best runnable thread whose tokens can all be had; contended ones stay queued and
   // are skipped (contention never blocks the worker). None: the idle thread, which retries.
@@ -354,7 +366,6 @@ void lwkt_switch() {
     LWKT_ASSERT(!(ntd->td_flags & TDF_EXITING), ntd, "picked to run after it exited");
     gd->gd_stats.switches.add();
     ++ntd->td_switches;
-    if (gd->gd_slice_ticks) ntd->td_slice_start = internal::cheap_clock();
     thread* prev = internal::cpu_switch_to(gd, td, ntd);
     gd = td->td_gd;  // td resumes here; re-read its worker (migration will change it)
     LWKT_ASSERT(gd == mycpu(), td, "resumed on worker %d, which does not own it",

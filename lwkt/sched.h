@@ -77,6 +77,15 @@ void yield_quick();
 void setpri(thread* td, int pri);
 void setpri_self(int pri);
 
+// FreeBSD's should_yield / maybe_yield / kern_yield: should_yield() is true once the calling
+// thread has run a whole round-robin slice (Runtime::Options::rr_slice) since it was
+// switched in; maybe_yield() then yields; kern_yield(pri) sets the priority (unless
+// kPriUser) and goes behind every thread of its priority. Runs on: an lwkt thread.
+inline constexpr int kPriUser = -1;
+bool should_yield();
+void maybe_yield();
+void kern_yield(int pri);
+
 // Migration (DragonFly lwkt_setcpu_self / lwkt_migratecpu): the calling thread moves itself
 // to worker `cpu` and returns running there. Its identity, stack, priority and references
 // survive. Caution: code must not keep pointers to the old worker's per-worker data, nor

@@ -118,6 +118,9 @@ absl::StatusOr<thread_ref> create_local(globaldata* gd, void (*fn)(void*), void*
   td->td_flags = 0;
   td->td_slice_start = 0;
   td->td_switches = 0;
+  td->td_runticks = 0;
+  td->td_nvcsw = 0;
+  td->td_nivcsw = 0;
   td->td_mpflags.store(0, std::memory_order_relaxed);
   td->td_refs.store(1, std::memory_order_relaxed);  // the "alive" reference, dropped by reap
   td->td_joinq.store(0, std::memory_order_relaxed);

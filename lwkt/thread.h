@@ -125,6 +125,11 @@ struct thread {
   std::uint32_t td_flags = 0;            // TDF_*; owner only
   std::uint64_t td_slice_start = 0;      // cheap-clock stamp of the last switch-in
   std::uint64_t td_switches = 0;         // times switched in
+  // mi_switch accounting (owner only): run time in cheap-clock ticks, voluntary switches
+  // (it blocked) and involuntary ones (rotated, yielded while runnable, or preempted).
+  std::uint64_t td_runticks = 0;
+  std::uint64_t td_nvcsw = 0;
+  std::uint64_t td_nivcsw = 0;
   globaldata* td_migrate_gd = nullptr;   // target of a pending push migration
   // Token stack: [td_toks_array, td_toks_stop) are held or wanted. td_toks_have marks a
   // reference whose acquisition failed in gettoken (never acquired: not released either).

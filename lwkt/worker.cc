@@ -53,8 +53,10 @@ void idle_loop(globaldata* gd) {
       gd->gd_parker.cancel_park();
       continue;
     }
-    // With sleep timeouts pending, park no longer than the earliest deadline.
-    if (const std::uint64_t t = next_timer(gd)) {
+    // Park no longer than the earliest sleep timeout or the next load-average sample.
+    std::uint64_t t = next_timer(gd);
+    if (t == 0 || gd->gd_next_loadav < t) t = gd->gd_next_loadav;
+    {
       const std::uint64_t now = cheap_clock();
       const double us = t > now ? static_cast<double>(t - now) / ticks_per_us() : 0.0;
       struct timespec ts;
@@ -65,12 +67,11 @@ void idle_loop(globaldata* gd) {
         ts.tv_nsec -= 1000000000;
       }
       gd->gd_parker.park(&ts);
-    } else {
-      gd->gd_parker.park();
     }
     gd->gd_stats.parks.add();
     ++td->td_critcount;
     run_timers(gd);
+    if (const std::uint64_t now = cheap_clock(); now >= gd->gd_next_loadav) loadav_tick(gd, now);
     --td->td_critcount;
   }
 }
@@ -96,6 +97,9 @@ void init_idle_thread(globaldata* gd) {
   }
   td->td_tsan_fiber = tsan_current_fiber();
   gd->gd_curthread = td;
+  gd->gd_switch_stamp = cheap_clock();
+  gd->gd_loadav_period_ticks = ns_to_ticks(5000000000LL);
+  gd->gd_next_loadav = gd->gd_switch_stamp + gd->gd_loadav_period_ticks;
 }
 
 }  // namespace lwkt::internal

@@ -104,6 +104,11 @@ struct globaldata {
   std::uint64_t gd_slice_ticks = 0;    // round-robin slice in cheap-clock ticks (0: always)
   std::uint64_t gd_idle_spin_ticks = 0;
   std::uint64_t gd_token_warn_ticks = 0;  // token contention warning threshold (0: never)
+  // Accounting: when the current thread was switched in, and the load-average tick.
+  std::uint64_t gd_switch_stamp = 0;
+  std::uint64_t gd_loadav_period_ticks = 0;  // 5 s
+  std::uint64_t gd_next_loadav = 0;          // cheap-clock time of the next sample
+  double gd_loadav[3] = {0, 0, 0};           // 1, 5, 15 minutes (owner only)
   bool gd_preempt_enable = true;          // DragonFly lwkt.preempt_enable
   // Placement (fixed after start; readable by anyone after Runtime::create returns).
   int gd_pu = -1, gd_core = -1, gd_numa = -1;

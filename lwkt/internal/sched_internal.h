@@ -32,6 +32,9 @@ inline constexpr std::uint32_t kTokenSpinLoops = 10;  // DragonFly lwkt.spin_loo
 void relalltokens(thread* td);
 bool getalltokens(globaldata* gd, thread* td);
 
+// kern_synch.c loadav(): samples the run queue into gd_loadav (snapshot.cc).
+void loadav_tick(globaldata* gd, std::uint64_t now);
+
 // DragonFly lwkt_preempt (sched.cc): see there.
 void lwkt_preempt(globaldata* gd, thread* ntd, int critcount);
 // Switches the worker from td to ntd (sched.cc).

@@ -1,0 +1,151 @@
+// Accounting and introspection: run time and switch counts, load averages, should_yield,
+// the snapshot and its ps rendering.
+#include "lwkt/snapshot.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "lwkt/runtime.h"
+#include "lwkt/sched.h"
+#include "lwkt/sleep.h"
+#include "lwkt/testing.h"
+#include "lwkt/token.h"
+
+namespace lwkt {
+namespace {
+
+using testing::run_on;
+using testing::test_runtime;
+
+const thread_info* find(const runtime_snapshot& s, const std::string& name) {
+  for (const auto& w : s.workers) {
+    for (const auto& t : w.threads) {
+      if (t.name == name) return &t;
+    }
+  }
+  return nullptr;
+}
+
+TEST(Snapshot, ShowsStatesWaitMessagesTokensAndCounts) {
+  auto rt = test_runtime(2);
+  lwkt_token tok("db-lock");
+  std::atomic<bool> ready{false}, stop{false};
+  int chan = 0;
+  thread_options so;
+  so.name = "sleeper";
+  so.worker = 1;
+  auto sleeper = rt->spawn(
+      [&] {
+        gettoken(&tok);
+        ready = true;
+        tsleep(&chan, 0, "waiting-io");  // sleeps holding (wanting) the token
+        reltoken(&tok);
+      },
+      so);
+  thread_options bo;
+  bo.name = "busy";
+  bo.worker = 0;
+  bo.pri = TDPRI_SOFT_NORM;
+  auto busy = rt->spawn(
+      [&] {
+        while (!stop.load()) {
+          for (int i = 0; i < 1000; ++i) asm volatile("" ::: "memory");
+          yield();
+        }
+      },
+      bo);
+  ASSERT_TRUE(sleeper.ok() && busy.ok());
+  while (!ready.load()) {}
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  auto snap = rt->snapshot();
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  const thread_info* s = find(*snap, "sleeper");
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->state, "sleep");
+  EXPECT_EQ(s->wmesg, "waiting-io");
+  EXPECT_EQ(s->worker, 1);
+  ASSERT_EQ(s->tokens.size(), 1u);
+  EXPECT_EQ(s->tokens[0], "db-lock");
+  EXPECT_GE(s->nvcsw, 1u);  // it blocked
+  const thread_info* b = find(*snap, "busy");
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(b->pri, TDPRI_SOFT_NORM);
+  EXPECT_GT(b->runtime_ms, 5.0);  // it has been running most of the 30 ms
+  EXPECT_EQ(snap->workers.size(), 2u);
+  EXPECT_GT(snap->workers[1].idle_ms, 5.0);  // worker 1 was idle while sleeper slept
+  std::string ps = snap->ps();
+  EXPECT_NE(ps.find("sleeper"), std::string::npos) << ps;
+  EXPECT_NE(ps.find("waiting-io"), std::string::npos) << ps;
+  EXPECT_NE(ps.find("db-lock"), std::string::npos) << ps;
+  EXPECT_NE(ps.find("worker 0:"), std::string::npos) << ps;
+  stop = true;
+  rt->wakeup(&chan);
+  sleeper->join();
+  busy->join();
+}
+
+TEST(Snapshot, InvoluntarySwitchesFromRoundRobin) {
+  Runtime::Options o;
+  o.rr_slice = absl::ZeroDuration();
+  auto rt = test_runtime(1, o);
+  std::uint64_t nivcsw = 0, nvcsw = 0;
+  run_on(*rt, [&] {
+    auto other = create([] {
+      for (int i = 0; i < 10; ++i) yield();
+    });
+    for (int i = 0; i < 10; ++i) yield();  // rotated behind `other` each time
+    other->join();                          // blocks: voluntary
+    nivcsw = curthread()->td_nivcsw;
+    nvcsw = curthread()->td_nvcsw;
+  });
+  EXPECT_GE(nivcsw, 10u);
+  EXPECT_GE(nvcsw, 1u);
+}
+
+TEST(Snapshot, ShouldYieldAfterASliceAndKernYieldRotates) {
+  Runtime::Options o;
+  o.rr_slice = absl::Milliseconds(2);
+  auto rt = test_runtime(1, o);
+  std::string order;
+  run_on(*rt, [&] {
+    yield_quick();
+    EXPECT_FALSE(should_yield());
+    const auto t0 = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(3)) {}
+    EXPECT_TRUE(should_yield());
+    thread_options eq;
+    eq.nostart = true;
+    auto other = create([&] { order += 'o'; }, eq);
+    schedule(other->get());
+    kern_yield(kPriUser);  // behind `other` (equal priority)
+    order += 'm';
+    other->join();
+  });
+  EXPECT_EQ(order, "om");
+}
+
+// A worker kept busy has a load average that rises toward the number of runnable threads.
+TEST(Snapshot, LoadAverageRisesUnderLoad) {
+  auto rt = test_runtime(1);
+  std::atomic<bool> stop{false};
+  std::vector<thread_ref> tds;
+  for (int i = 0; i < 3; ++i) {
+    tds.push_back(*rt->spawn([&] {
+      while (!stop.load()) yield();
+    }));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(5200));  // one 5 s sample
+  auto snap = rt->snapshot();
+  ASSERT_TRUE(snap.ok());
+  stop = true;
+  for (auto& t : tds) t.join();
+  EXPECT_GT(snap->workers[0].loadavg[0], 0.1);
+  EXPECT_LT(snap->workers[0].loadavg[0], 3.0);
+  EXPECT_GT(snap->workers[0].loadavg[0], snap->workers[0].loadavg[2]);
+}
+
+}  // namespace
+}  // namespace lwkt
