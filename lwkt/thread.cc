@@ -92,10 +92,23 @@ void close_joinq(thread* td, bool abandoned) {
     join_node* next = n->next;  // n may vanish once signalled
     if (abandoned) {
       n->done.signal_abandoned();
-    } else {
+    } else if (!n->done.done()) {  // local joiners were released by exit_self already
       n->done.signal();
     }
     n = next;
+  }
+}
+
+// At exit, before the final switch: joiners blocked on this same worker are made runnable
+// now, so the exiting thread switches straight to one (no trip through the idle thread).
+// They still return only after the reap: it runs in switch_return, before the next thread's
+// own code continues. Other joiners are released by the reap.
+void release_local_joiners(globaldata* gd, thread* td) {
+  // acquire: pairs with the joiners' release CAS; their nodes' fields are visible.
+  std::uintptr_t head = td->td_joinq.load(std::memory_order_acquire);
+  if (head == kJoinClosed) return;
+  for (auto* n = reinterpret_cast<join_node*>(head); n; n = n->next) {
+    n->done.signal_if_local_waiter(gd);
   }
 }
 
@@ -291,6 +304,7 @@ void exit_self() {
   td->td_flags |= TDF_EXITING;
   internal::dequeue(gd, td);
   internal::unlink_allq(gd, td);
+  internal::release_local_joiners(gd, td);
   lwkt_switch();
   internal::panic(td, "exited thread was switched back in");
 }

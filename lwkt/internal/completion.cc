@@ -78,6 +78,16 @@ void completion::signal() {
   if (prev == kOsWaiter) ipiq::internal::futex_wake(&c_state, INT_MAX);
 }
 
+bool completion::signal_if_local_waiter(const globaldata* gd) {
+  // acquire: pairs with the waiter's CAS to kLwktWaiter, which published c_waiter. Once in
+  // that state only signal() changes it, and a waiter on gd stays blocked meanwhile.
+  if (c_state.load(std::memory_order_acquire) != kLwktWaiter || c_waiter->td_gd != gd) {
+    return false;
+  }
+  signal();
+  return true;
+}
+
 void completion::signal_abandoned() {
   std::uint32_t prev = c_state.exchange(kSignalling, std::memory_order_acq_rel);
   c_state.store(kDone, std::memory_order_release);

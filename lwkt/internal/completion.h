@@ -22,6 +22,7 @@
 
 namespace lwkt {
 struct thread;
+struct globaldata;
 namespace internal {
 
 class completion {
@@ -37,6 +38,9 @@ class completion {
   void signal();
   // Shutdown only: fires the event without scheduling an lwkt waiter (whose worker is gone).
   void signal_abandoned();
+  // Fires the event only if its waiter is an lwkt thread blocked on worker gd (the caller's
+  // worker, so the waiter cannot run before the caller switches). Returns whether it did.
+  bool signal_if_local_waiter(const globaldata* gd);
   bool done() const { return c_state.load(std::memory_order_acquire) == kDone; }
 
  private:
