@@ -7,6 +7,8 @@
 //   BM_SleepWakeup_RoundTrip         tsleep/wakeup ping-pong, two workers (idle_spin default)
 //   BM_Peer_CondvarSleepWakeup       std::mutex + std::condition_variable, two OS threads
 //   BM_Peer_BoostFiber_CondvarRoundTrip   boost::fibers::mutex + condition_variable
+//   BM_WakeupToRun_Local / _Remote   wakeup(ident) -> the sleeper's first instruction after
+//                                    tsleep (p50/p99 counters); remote: receiver polling
 #include <benchmark/benchmark.h>
 #include <pthread.h>
 
@@ -145,5 +147,71 @@ void BM_Peer_BoostFiber_CondvarRoundTrip(benchmark::State& state) {
   condvar_round_trip<boost::fibers::mutex, boost::fibers::condition_variable>(state);
 }
 BENCHMARK(BM_Peer_BoostFiber_CondvarRoundTrip)->UseRealTime();
+
+// wakeup -> run latency. The sleeper stamps the clock when tsleep returns; the waker stamps
+// it just before wakeup(). Local: both on worker 0 (the waker blocks right after the
+// wakeup, so the sleeper runs next). Remote: sleeper on worker 1, which polls while idle.
+void wakeup_to_run(benchmark::State& state, bool remote) {
+  Runtime::Options o;
+  o.workers = 2;
+  o.idle_spin = absl::Seconds(1);
+  auto rt = Runtime::create(o);
+  if (!rt.ok()) std::abort();
+  const std::int64_t n = state.max_iterations;
+  std::vector<std::uint64_t> lat;
+  lat.reserve(static_cast<std::size_t>(n));
+  while (state.KeepRunningBatch(n)) {
+    std::atomic<int> phase{0};  // 0: sleeper about to sleep, 1: woken, 2: waker may go on
+    std::atomic<std::uint64_t> t0{0};
+    lwkt::thread_options so, wo;
+    so.worker = remote ? 1 : 0;
+    wo.worker = 0;
+    auto sleeper = (*rt)->spawn(
+        [&, n] {
+          for (std::int64_t i = 0; i < n; ++i) {
+            lwkt::tsleep_interlock(&phase);
+            phase.store(0);
+            while (phase.load() == 0) {
+              lwkt::tsleep(&phase, lwkt::PINTERLOCKED, "lat");
+              lwkt::tsleep_interlock(&phase);
+            }
+            lat.push_back(lwkt::internal::cheap_clock() - t0.load());
+            phase.store(2);
+            lwkt::wakeup(&phase);
+          }
+        },
+        so);
+    auto waker = (*rt)->spawn(
+        [&, n] {
+          for (std::int64_t i = 0; i < n; ++i) {
+            while (phase.load() != 0) lwkt::yield();
+            // (If the sleeper is only interlocked yet, the wakeup makes its tsleep return at
+            // once: also a wakeup -> run path.)
+            t0.store(lwkt::internal::cheap_clock());
+            phase.store(1);
+            lwkt::wakeup(&phase);
+            lwkt::tsleep_interlock(&phase);
+            while (phase.load() != 2) {
+              lwkt::tsleep(&phase, lwkt::PINTERLOCKED, "lat2");
+              lwkt::tsleep_interlock(&phase);
+            }
+          }
+        },
+        wo);
+    sleeper->join();
+    waker->join();
+  }
+  std::sort(lat.begin(), lat.end());
+  const double per_ns = lwkt::internal::ticks_per_us() / 1000.0;
+  if (!lat.empty()) {
+    state.counters["p50_ns"] = static_cast<double>(lat[lat.size() / 2]) / per_ns;
+    state.counters["p99_ns"] = static_cast<double>(lat[lat.size() * 99 / 100]) / per_ns;
+    state.counters["p999_ns"] = static_cast<double>(lat[lat.size() * 999 / 1000]) / per_ns;
+  }
+}
+void BM_WakeupToRun_Local(benchmark::State& state) { wakeup_to_run(state, false); }
+BENCHMARK(BM_WakeupToRun_Local)->UseRealTime();
+void BM_WakeupToRun_Remote(benchmark::State& state) { wakeup_to_run(state, true); }
+BENCHMARK(BM_WakeupToRun_Remote)->UseRealTime();
 
 }  // namespace

@@ -22,7 +22,7 @@ using testing::test_runtime;
 // interlock pattern (interlock, re-check, sleep). A lost wakeup would hang the test.
 TEST(Sleep, NoLostWakeupPingPongAcrossFourWorkers) {
   auto rt = test_runtime(4);
-  const int rounds = scaled(50000);
+  const int rounds = scaled(500000);  // 2 pairs: 2 million sleep/wakeup pairs in all
   struct pair_state {
     std::atomic<int> turn{0};
   };
