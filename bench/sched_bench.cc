@@ -160,41 +160,38 @@ void wakeup_to_run(benchmark::State& state, bool remote) {
   const std::int64_t n = state.max_iterations;
   std::vector<std::uint64_t> lat;
   lat.reserve(static_cast<std::size_t>(n));
+  // Blocks until `v` reaches `want`, with the interlock pattern.
+  auto wait_for = [](std::atomic<std::int64_t>& v, std::int64_t want) {
+    while (v.load() < want) {
+      lwkt::tsleep_interlock(&v);
+      if (v.load() >= want) break;
+      lwkt::tsleep(&v, lwkt::PINTERLOCKED, "lat");
+    }
+  };
   while (state.KeepRunningBatch(n)) {
-    std::atomic<int> phase{0};  // 0: sleeper about to sleep, 1: woken, 2: waker may go on
+    std::atomic<std::int64_t> woken{0};  // waker -> sleeper: round i may run
+    std::atomic<std::int64_t> acked{0};  // sleeper -> waker: round i done
     std::atomic<std::uint64_t> t0{0};
     lwkt::thread_options so, wo;
     so.worker = remote ? 1 : 0;
     wo.worker = 0;
     auto sleeper = (*rt)->spawn(
         [&, n] {
-          for (std::int64_t i = 0; i < n; ++i) {
-            lwkt::tsleep_interlock(&phase);
-            phase.store(0);
-            while (phase.load() == 0) {
-              lwkt::tsleep(&phase, lwkt::PINTERLOCKED, "lat");
-              lwkt::tsleep_interlock(&phase);
-            }
+          for (std::int64_t i = 1; i <= n; ++i) {
+            wait_for(woken, i);
             lat.push_back(lwkt::internal::cheap_clock() - t0.load());
-            phase.store(2);
-            lwkt::wakeup(&phase);
+            acked.store(i);
+            lwkt::wakeup(&acked);
           }
         },
         so);
     auto waker = (*rt)->spawn(
         [&, n] {
-          for (std::int64_t i = 0; i < n; ++i) {
-            while (phase.load() != 0) lwkt::yield();
-            // (If the sleeper is only interlocked yet, the wakeup makes its tsleep return at
-            // once: also a wakeup -> run path.)
+          for (std::int64_t i = 1; i <= n; ++i) {
             t0.store(lwkt::internal::cheap_clock());
-            phase.store(1);
-            lwkt::wakeup(&phase);
-            lwkt::tsleep_interlock(&phase);
-            while (phase.load() != 2) {
-              lwkt::tsleep(&phase, lwkt::PINTERLOCKED, "lat2");
-              lwkt::tsleep_interlock(&phase);
-            }
+            woken.store(i);
+            lwkt::wakeup(&woken);
+            wait_for(acked, i);
           }
         },
         wo);

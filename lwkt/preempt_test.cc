@@ -48,6 +48,7 @@ TEST(Preempt, RunsBeforeScheduleReturnsAndUnwindsWhenItBlocks) {
   });
   EXPECT_EQ(trace, "aPbpc");
   EXPECT_GE(rt->stats().switches, 4u);
+  EXPECT_EQ(rt->stats().preemptions, 2u);
 }
 
 TEST(Preempt, NestedChainsUnwindInOrder) {
@@ -152,6 +153,8 @@ TEST(Preempt, DisabledByOption) {
     p->join();
   });
   EXPECT_EQ(trace, "aP");
+  EXPECT_EQ(rt->stats().preemptions, 0u);
+  EXPECT_GE(rt->stats().preemptions_refused, 1u);
 }
 
 }  // namespace

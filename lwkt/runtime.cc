@@ -340,6 +340,10 @@ runtime_stats Runtime::stats() const {
     r.cache_hits += w.cache_hits.get();
     r.messages += w.messages.get();
     r.parks += w.parks.get();
+    r.preemptions += w.preempt_taken.get();
+    r.preemptions_refused += w.preempt_refused_disabled.get() + w.preempt_refused_priority.get() +
+                             w.preempt_refused_critical.get() + w.preempt_refused_context.get() +
+                             w.preempt_refused_tokens.get() + w.preempt_refused_chain.get();
     r.live_threads += w.live_threads.load(std::memory_order_relaxed);
   }
   return r;

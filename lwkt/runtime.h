@@ -56,6 +56,8 @@ struct runtime_stats {
   std::uint64_t cache_hits = 0;
   std::uint64_t messages = 0;
   std::uint64_t parks = 0;
+  std::uint64_t preemptions = 0;         // lwkt_preempt taken
+  std::uint64_t preemptions_refused = 0;  // refused, all reasons
   std::int64_t live_threads = 0;
 };
 

@@ -111,8 +111,9 @@ void lwkt_preempt(globaldata* gd, thread* ntd, int critcount) {
   // Back only when ntd blocked or yielded: a preemption always returns to its victim.
   LWKT_ASSERT(prev == ntd, td, "preemption by '%s' returned from '%s'", ntd->td_comm,
               prev->td_comm);
+  // ntd cleared its own td_preempted before switching back; it may be gone after this call
+  // (reaped, or sent to another worker), so it is not touched again.
   switch_return(gd, prev);
-  ntd->td_preempted = nullptr;
   td->td_flags &= ~(TDF_PREEMPT_LOCK | TDF_PREEMPT_DONE);
 }
 
@@ -333,6 +334,8 @@ void lwkt_switch() {
   if (thread* preempted = td->td_preempted) {
     // td preempted `preempted` and now blocks or yields: control returns straight to it,
     // bypassing the run queue and without token work (it never released its tokens).
+    // Clear the link now: once switched away, td may be reaped or handed to another worker.
+    td->td_preempted = nullptr;
     preempted->td_flags |= TDF_PREEMPT_DONE;
     preempted->td_contended = 0;
     thread* head = gd->gd_tdrunq.head();

@@ -115,10 +115,12 @@ def main():
                        "yes" if counters.get("p50", 1e9) <= 100 else "NO"))
     if latency:
         out.append("")
-        out.append("| wake latency of a parked worker (send -> handler) | p50 ns | p99 ns | p99.9 ns |")
+        out.append("| latency | p50 ns | p99 ns | p99.9 ns |")
         out.append("|---|---:|---:|---:|")
         for name, (p50, p99, p999) in sorted(latency.items()):
-            out.append("| %s | %.0f | %.0f | %.0f |" % (name.replace("BM_WakeLatency_", "kick: "), p50, p99, p999))
+            label = (name.replace("BM_WakeLatency_", "parked worker woken by IPI, kick: ")
+                     .replace("BM_WakeupToRun_", "wakeup -> sleeper runs, "))
+            out.append("| %s | %.0f | %.0f | %.0f |" % (label, p50, p99, p999))
     out.append("")
     out.append("All results (ns per iteration, real time):")
     for name in sorted(t):
