@@ -21,6 +21,7 @@
 #include <mutex>
 #include <thread>
 
+#include "bench/bench_util.h"
 #include "lwkt/internal/clock.h"
 #include "lwkt/ipi.h"
 #include "lwkt/runtime.h"
@@ -29,13 +30,6 @@
 namespace {
 
 using lwkt::Runtime;
-
-void pin_self(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu % static_cast<int>(std::thread::hardware_concurrency()), &set);
-  pthread_setaffinity_np(pthread_self(), sizeof set, &set);
-}
 
 // Blocks the calling lwkt thread until `flag` == want (a waker sets it, then schedules us).
 void block_until(std::atomic<int>& flag, int want) {
@@ -106,14 +100,14 @@ void BM_Peer_AtomicPingPong(benchmark::State& state) {
   while (state.KeepRunningBatch(n)) {
     v.store(0);
     std::thread peer([&] {
-      pin_self(1);
+      lwkt_bench::pin_os_thread(1);
       for (std::int64_t i = 0; i < n; ++i) {
         while (v.load(std::memory_order_acquire) != 1) {}
         v.store(0, std::memory_order_release);
       }
     });
     std::thread self([&] {
-      pin_self(0);
+      lwkt_bench::pin_os_thread(0);
       for (std::int64_t i = 0; i < n; ++i) {
         v.store(1, std::memory_order_release);
         while (v.load(std::memory_order_acquire) != 0) {}
@@ -132,7 +126,7 @@ void BM_Peer_CondvarPingPong(benchmark::State& state) {
     std::condition_variable cv;
     int turn = 0;
     std::thread peer([&] {
-      pin_self(1);
+      lwkt_bench::pin_os_thread(1);
       for (std::int64_t i = 0; i < n; ++i) {
         std::unique_lock<std::mutex> l(mu);
         cv.wait(l, [&] { return turn == 1; });
@@ -141,7 +135,7 @@ void BM_Peer_CondvarPingPong(benchmark::State& state) {
       }
     });
     std::thread self([&] {
-      pin_self(0);
+      lwkt_bench::pin_os_thread(0);
       for (std::int64_t i = 0; i < n; ++i) {
         std::unique_lock<std::mutex> l(mu);
         turn = 1;
@@ -160,7 +154,7 @@ void BM_Peer_BoostFiber_ChannelRoundTrip(benchmark::State& state) {
   while (state.KeepRunningBatch(n)) {
     boost::fibers::buffered_channel<int> there(2), back(2);
     std::thread peer([&] {
-      pin_self(1);
+      lwkt_bench::pin_os_thread(1);
       int v;
       for (std::int64_t i = 0; i < n; ++i) {
         there.pop(v);
@@ -168,7 +162,7 @@ void BM_Peer_BoostFiber_ChannelRoundTrip(benchmark::State& state) {
       }
     });
     std::thread self([&] {
-      pin_self(0);
+      lwkt_bench::pin_os_thread(0);
       int v;
       for (std::int64_t i = 0; i < n; ++i) {
         there.push(1);

@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "lwkt/internal/context.h"
 #include "lwkt/internal/runq.h"
 #include "lwkt/runtime.h"
@@ -96,13 +97,9 @@ BENCHMARK(BM_Peer_BoostContext_Jump);
 
 // ---- Yield between two threads on one worker.
 
+// rr_slice zero: every yield rotates, i.e. every yield switches.
 std::unique_ptr<Runtime> one_worker(absl::Duration slice) {
-  Runtime::Options o;
-  o.workers = 1;
-  o.rr_slice = slice;  // zero: every yield rotates, i.e. every yield switches
-  auto rt = Runtime::create(o);
-  if (!rt.ok()) std::abort();
-  return std::move(*rt);
+  return lwkt_bench::make_runtime(1, slice);
 }
 
 void BM_Yield(benchmark::State& state) {

@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "lwkt/internal/clock.h"
 #include "lwkt/runtime.h"
 #include "lwkt/sched.h"
@@ -28,13 +29,6 @@
 namespace {
 
 using lwkt::Runtime;
-
-void pin(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu % static_cast<int>(std::thread::hardware_concurrency()), &set);
-  pthread_setaffinity_np(pthread_self(), sizeof set, &set);
-}
 
 std::uint64_t g_t0, g_t1;
 
@@ -125,7 +119,7 @@ void condvar_round_trip(benchmark::State& state) {
     std::vector<std::thread> ts;
     for (int side = 0; side < 2; ++side) {
       ts.emplace_back([&, side] {
-        pin(side);
+        lwkt_bench::pin_os_thread(side);
         for (std::int64_t i = 0; i < n; ++i) {
           std::unique_lock<Mutex> l(mu);
           cv.wait(l, [&] { return turn == side; });

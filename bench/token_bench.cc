@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "bench/bench_util.h"
 #include "lwkt/runtime.h"
 #include "lwkt/sched.h"
 #include "lwkt/token.h"
@@ -25,24 +26,10 @@ namespace {
 
 using lwkt::Runtime;
 
-std::unique_ptr<Runtime> runtime(int workers, absl::Duration slice) {
-  Runtime::Options o;
-  o.workers = workers;
-  o.rr_slice = slice;
-  auto rt = Runtime::create(o);
-  if (!rt.ok()) std::abort();
-  return std::move(*rt);
-}
-
-void pin_to(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu % static_cast<int>(std::thread::hardware_concurrency()), &set);
-  pthread_setaffinity_np(pthread_self(), sizeof set, &set);
-}
+using lwkt_bench::make_runtime;
 
 void token_uncontended(benchmark::State& state, bool shared) {
-  auto rt = runtime(1, absl::Milliseconds(1));
+  auto rt = make_runtime(1);
   lwkt::lwkt_token tok("bench");
   const std::int64_t n = state.max_iterations;
   while (state.KeepRunningBatch(n)) {
@@ -87,7 +74,7 @@ BENCHMARK(BM_Peer_AbslMutex_Uncontended);
 
 // Two holders on two workers, each doing n/2 get+release pairs with a short critical region.
 void BM_Token_Contended_TwoWorkers(benchmark::State& state) {
-  auto rt = runtime(2, absl::Milliseconds(1));
+  auto rt = make_runtime(2);
   lwkt::lwkt_token tok("contended");
   long shared_counter = 0;
   const std::int64_t n = state.max_iterations;
@@ -120,7 +107,7 @@ void os_contended(benchmark::State& state) {
     std::vector<std::thread> ts;
     for (int w = 0; w < 2; ++w) {
       ts.emplace_back([&, w, n] {
-        pin_to(w);
+        lwkt_bench::pin_os_thread(w);
         for (std::int64_t i = 0; i < n / 2; ++i) {
           Lock l(&mu);
           ++shared_counter;
@@ -146,7 +133,7 @@ BENCHMARK(BM_Peer_AbslMutex_Contended)->UseRealTime();
 // releases the outgoing thread's N tokens and reacquires the incoming thread's N.
 void BM_Yield_HoldingTokens(benchmark::State& state) {
   const int ntok = static_cast<int>(state.range(0));
-  auto rt = runtime(1, absl::ZeroDuration());
+  auto rt = make_runtime(1, absl::ZeroDuration());
   std::vector<lwkt::lwkt_token> toks(static_cast<std::size_t>(2 * ntok));
   const std::int64_t n = state.max_iterations;
   while (state.KeepRunningBatch(n)) {

@@ -14,15 +14,8 @@ namespace lwkt {
 namespace {
 
 using testing::run_on;
+using testing::block_self;
 using testing::test_runtime;
-
-// Blocks the calling thread (it is woken by an explicit schedule).
-void block_self() {
-  crit_enter();
-  deschedule_self();
-  lwkt_switch();
-  crit_exit();
-}
 
 thread_options preemptable(const char* name, int pri) {
   thread_options o;

@@ -2,10 +2,14 @@
 //   test_runtime(workers, opts)  a Runtime with test-friendly defaults, asserting success
 //   run_on(rt, fn, worker)       runs fn in an lwkt thread on `worker` and joins it
 //   under_qemu()                 true when tests run under qemu user mode (scale loops down)
+//   block_until(flag)            blocks the calling lwkt thread until flag is true (its
+//                                waker sets the flag, then schedules it)
+//   block_self()                 blocks the calling lwkt thread until someone schedules it
 #pragma once
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 
@@ -39,6 +43,23 @@ inline std::unique_ptr<Runtime> test_runtime(int workers, Runtime::Options o = {
   auto rt = Runtime::create(o);
   EXPECT_TRUE(rt.ok()) << rt.status();
   return rt.ok() ? std::move(*rt) : nullptr;
+}
+
+inline void block_until(const std::atomic<bool>& flag) {
+  crit_enter();
+  while (!flag.load()) {
+    deschedule_self();
+    if (!flag.load()) lwkt_switch();
+    schedule_self();
+  }
+  crit_exit();
+}
+
+inline void block_self() {
+  crit_enter();
+  deschedule_self();
+  lwkt_switch();
+  crit_exit();
 }
 
 template <typename F>

@@ -17,18 +17,8 @@ namespace {
 
 using testing::run_on;
 using testing::scaled;
+using testing::block_until;
 using testing::test_runtime;
-
-// Blocks the calling thread until `flag` becomes true (a waker sets it and schedules us).
-void block_until(std::atomic<bool>& flag) {
-  crit_enter();
-  while (!flag.load()) {
-    deschedule_self();
-    if (!flag.load()) lwkt_switch();
-    schedule_self();
-  }
-  crit_exit();
-}
 
 // A plain counter protected only by a token: 8 threads on 4 workers (2 cores). Each
 // holder increments, switches out while holding (the token is released meanwhile and is
