@@ -219,6 +219,16 @@ void tsleep_interlock(const void* ident, int) {
   crit_exit();
 }
 
+namespace {
+// Consumes a pending interrupt request: 0, EINTR or ERESTART.
+int take_interrupt(thread* td) {
+  const std::uint32_t mp =
+      td->td_mpflags.fetch_and(~(TDF_MP_INTR | TDF_MP_RESTART), std::memory_order_acq_rel);
+  if (!(mp & TDF_MP_INTR)) return 0;
+  return (mp & TDF_MP_RESTART) ? ERESTART : EINTR;
+}
+}  // namespace
+
 int tsleep(const void* ident, int flags, const char* wmesg, absl::Duration timeout) {
   globaldata* gd = mycpu();
   LWKT_ASSERT(gd != nullptr, nullptr,
@@ -230,9 +240,8 @@ int tsleep(const void* ident, int flags, const char* wmesg, absl::Duration timeo
   ++td->td_critcount;
   if (!(flags & PINTERLOCKED)) tsleep_interlock(ident, flags);
   int error = 0;
-  if ((flags & PCATCH) &&
-      (td->td_mpflags.fetch_and(~TDF_MP_INTR, std::memory_order_acq_rel) & TDF_MP_INTR)) {
-    error = EINTR;
+  if ((flags & PCATCH) && (error = take_interrupt(td)) != 0) {
+    // interrupted before sleeping
   } else if ((td->td_flags & TDF_TSLEEPQ) && td->td_wchan == ident) {
     // Still interlocked (no wakeup since): really sleep.
     internal::dequeue(gd, td);
@@ -256,10 +265,7 @@ int tsleep(const void* ident, int flags, const char* wmesg, absl::Duration timeo
     }
     td->td_flags &= ~(TDF_TSLEEP_DESCHEDULED | TDF_SINTR);
     td->td_wmesg = nullptr;
-    if (!error && (flags & PCATCH) &&
-        (td->td_mpflags.fetch_and(~TDF_MP_INTR, std::memory_order_acq_rel) & TDF_MP_INTR)) {
-      error = EINTR;
-    }
+    if (!error && (flags & PCATCH)) error = take_interrupt(td);
   }
   // A stray schedule can resume us while still queued; an early EINTR leaves us queued.
   if (td->td_flags & TDF_TSLEEPQ) internal::sleepq_remove(gd, td);
@@ -287,9 +293,9 @@ void wakeup_mycpu(const void* ident) {
   internal::wakeup_local(gd, ident, false);
 }
 
-void interrupt(thread* td) {
+void interrupt(thread* td, bool restart) {
   // release: whatever the interrupter did before is visible to the interrupted thread.
-  td->td_mpflags.fetch_or(TDF_MP_INTR, std::memory_order_release);
+  td->td_mpflags.fetch_or(TDF_MP_INTR | (restart ? TDF_MP_RESTART : 0), std::memory_order_release);
   globaldata* gd = mycpu();
   if (gd && td->td_gd == gd) {
     ++gd->gd_curthread->td_critcount;

@@ -15,7 +15,8 @@
 // scans its own worker and sends one message to each other worker in that set.
 //
 // Return values: 0 when woken (possibly spuriously: callers loop on their condition),
-// EWOULDBLOCK on timeout, EINTR when PCATCH is set and the thread was interrupted.
+// EWOULDBLOCK on timeout, EINTR (or ERESTART, if the interrupt asked for a restart) when
+// PCATCH is set and the thread was interrupted.
 // Timeouts fire at switch points and in the idle loop (a parked worker parks with a
 // deadline); resolution is the cheap clock's, and a timeout never fires early. A thread that
 // never yields delays the timers of its worker.
@@ -43,9 +44,10 @@ void wakeup(const void* ident);
 void wakeup_one(const void* ident);
 // Wakes sleepers on the calling worker only. Runs on: an lwkt thread.
 void wakeup_mycpu(const void* ident);
-// Sets td's interrupt request; ends a PCATCH sleep (now or the next one) with EINTR.
-// Requires: a reference to td. Runs on: any OS thread.
-void interrupt(thread* td);
+// Sets td's interrupt request; ends a PCATCH sleep (now or the next one) with EINTR, or
+// with ERESTART when `restart` is set (the caller's operation should be retried, like a
+// signal whose handler has SA_RESTART). Requires: a reference to td. Runs on: any OS thread.
+void interrupt(thread* td, bool restart = false);
 // Sleeps for `timeout` and returns EWOULDBLOCK (not interruptible). A timeout <= 0 sleeps
 // until the worker's next switch point; an infinite one aborts. Runs on: an lwkt thread.
 int lwkt_pause(absl::Duration timeout);

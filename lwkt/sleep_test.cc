@@ -159,6 +159,8 @@ TEST(Sleep, InterruptEndsPcatchSleepWithEintr) {
     int c = 0;
     EXPECT_EQ(tsleep(&c, 0, "no-catch", absl::Milliseconds(1)), EWOULDBLOCK);
     EXPECT_EQ(tsleep(&c, PCATCH, "catch"), EINTR);
+    interrupt(curthread(), /*restart=*/true);
+    EXPECT_EQ(tsleep(&c, PCATCH, "restart"), ERESTART);
   });
 }
 

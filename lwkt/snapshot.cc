@@ -61,6 +61,7 @@ thread_info describe(globaldata* gd, thread* td, std::uint64_t now) {
     ti.state = "blocked";
   }
   if (td->td_wmesg) ti.wmesg = td->td_wmesg;
+  if (f & TDF_TSLEEPQ) ti.wchan = td->td_wchan;
   for (tokens::tokref* r = td->td_toks_array; r != td->td_toks_stop; ++r) {
     ti.tokens.push_back(r->tr_tok->t_desc);
   }
@@ -118,14 +119,15 @@ std::string runtime_snapshot::ps() const {
                           w.worker, w.runnable, w.switches, w.idle_ms, w.loadavg[0],
                           w.loadavg[1], w.loadavg[2]);
   }
-  absl::StrAppendFormat(&out, "%-6s %-31s %-9s %4s %5s %12s %9s %9s  %-16s %s\n", "WORKER", "NAME",
-                        "STATE", "PRI", "UPRI", "RUNTIME(ms)", "VCSW", "IVCSW", "WMESG",
-                        "TOKENS");
+  absl::StrAppendFormat(&out, "%-6s %-31s %-9s %4s %5s %12s %9s %9s  %-16s %-14s %s\n", "WORKER",
+                        "NAME", "STATE", "PRI", "UPRI", "RUNTIME(ms)", "VCSW", "IVCSW", "WMESG",
+                        "WCHAN", "TOKENS");
   for (const worker_info_snapshot& w : workers) {
     for (const thread_info& t : w.threads) {
-      absl::StrAppendFormat(&out, "%-6d %-31s %-9s %4d %5d %12.3f %9u %9u  %-16s %s\n",
+      absl::StrAppendFormat(&out, "%-6d %-31s %-9s %4d %5d %12.3f %9u %9u  %-16s %-14s %s\n",
                             t.worker, t.name, t.state, t.pri, t.upri, t.runtime_ms, t.nvcsw,
                             t.nivcsw, t.wmesg.empty() ? "-" : t.wmesg,
+                            t.wchan ? absl::StrFormat("%p", t.wchan) : "-",
                             t.tokens.empty() ? "-" : absl::StrJoin(t.tokens, ","));
     }
   }

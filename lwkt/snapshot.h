@@ -23,6 +23,7 @@ struct thread_info {
   int pri = 0;
   int upri = 0;
   std::string wmesg;       // sleep message or wanted token ("" when none)
+  const void* wchan = nullptr;  // the wait channel while on a sleep queue
   double runtime_ms = 0;   // time it has run
   std::uint64_t nvcsw = 0;   // voluntary switches (blocked)
   std::uint64_t nivcsw = 0;  // involuntary switches (rotated, yielded runnable, preempted)

@@ -66,6 +66,7 @@ TEST(Snapshot, ShowsStatesWaitMessagesTokensAndCounts) {
   ASSERT_NE(s, nullptr);
   EXPECT_EQ(s->state, "sleep");
   EXPECT_EQ(s->wmesg, "waiting-io");
+  EXPECT_EQ(s->wchan, &chan);
   EXPECT_EQ(s->worker, 1);
   ASSERT_EQ(s->tokens.size(), 1u);
   EXPECT_EQ(s->tokens[0], "db-lock");

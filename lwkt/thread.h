@@ -58,6 +58,7 @@ inline constexpr std::uint32_t TDF_MP_EXITED = 0x0002;    // reaped; the object 
 inline constexpr std::uint32_t TDF_MP_ABANDONED = 0x0004; // still blocked at shutdown
 inline constexpr std::uint32_t TDF_MP_GIVEN = 0x0008;     // giveaway() done; acquire() may take it
 inline constexpr std::uint32_t TDF_MP_INTR = 0x0010;      // lwkt::interrupt() pending
+inline constexpr std::uint32_t TDF_MP_RESTART = 0x0020;   // ... and asks for ERESTART
 
 inline constexpr int kAnyWorker = -1;
 inline constexpr int LWKT_MAXTOKENS = 32;  // token references per thread
