@@ -147,14 +147,14 @@ void handle_schedmsg(ipiq::inbox_msg* msg, void* ctx) {
   // acq_rel: a schedule() that runs after this clear must send a new message (it sees the
   // bit clear); one that ran before is covered by what follows.
   td->td_mpflags.fetch_and(~TDF_MP_WAKEPEND, std::memory_order_acq_rel);
-  schedule_on_owner(gd, td, nullptr);
+  schedule_on_owner(gd, td);
 }
 
 // Runs on the worker that (as far as the sender knew) owns td. Chases a thread that has
 // migrated; drops a wakeup for a thread that exited or is migrating (it will be queued by
 // its new owner anyway). Consumes the sender's hold.
 void ipi_schedule(void* arg, std::intptr_t, void*, void* ctx) {
-  schedule_on_owner(static_cast<globaldata*>(ctx), static_cast<thread*>(arg), nullptr);
+  schedule_on_owner(static_cast<globaldata*>(ctx), static_cast<thread*>(arg));
 }
 
 void ipi_deschedule(void* arg, std::intptr_t, void*, void* ctx) {
@@ -233,7 +233,7 @@ __attribute__((noinline, no_sanitize("thread"))) thread* cpu_switch_to(globaldat
   return static_cast<thread*>(prev);
 }
 
-void schedule_on_owner(globaldata* gd, thread* td, void*) {
+void schedule_on_owner(globaldata* gd, thread* td) {
   globaldata* owner = td->td_gd;
   if (owner != gd) {
     send_ipi(owner, ipi_schedule, td, 0, nullptr, false);  // chase; the hold travels

@@ -19,7 +19,7 @@ std::uint32_t send_ipi(globaldata* target, ipiq::ipifunc func, void* arg1, std::
                        void* aux, bool passive);
 // Queues td on gd if gd still owns it (else forwards the request), then drops the
 // sender's hold. Runs on: gd's worker inside a critical section.
-void schedule_on_owner(globaldata* gd, thread* td, void* unused);
+void schedule_on_owner(globaldata* gd, thread* td);
 // Migration handoff: the new owner adopts td (migrate.cc).
 void ipi_adopt(void* arg, std::intptr_t, void*, void* ctx);
 void link_allq(globaldata* gd, thread* td);
