@@ -43,11 +43,7 @@ void block_until(std::atomic<int>& flag, int want) {
 }
 
 void lwkt_round_trip(benchmark::State& state, absl::Duration idle_spin) {
-  Runtime::Options o;
-  o.workers = 2;
-  o.idle_spin = idle_spin;
-  auto rt = Runtime::create(o);
-  if (!rt.ok()) std::abort();
+  auto rt = lwkt_bench::make_runtime(2, absl::Milliseconds(1), idle_spin);
   const std::int64_t n = state.max_iterations;
   while (state.KeepRunningBatch(n)) {
     std::atomic<int> turn{0};
@@ -55,7 +51,7 @@ void lwkt_round_trip(benchmark::State& state, absl::Duration idle_spin) {
     lwkt::thread_options bo;
     bo.worker = 1;
     bo.nostart = true;
-    auto b = (*rt)->spawn(
+    auto b = rt->spawn(
         [&] {
           lwkt::thread* a = a_td.load();
           for (std::int64_t i = 0; i < n; ++i) {
@@ -68,7 +64,7 @@ void lwkt_round_trip(benchmark::State& state, absl::Duration idle_spin) {
     lwkt::thread_options ao;
     ao.worker = 0;
     lwkt::thread* bt = b->get();
-    auto a = (*rt)->spawn(
+    auto a = rt->spawn(
         [&, bt] {
           a_td.store(lwkt::curthread());
           lwkt::schedule(bt);  // start B (it blocks until turn == 1)
@@ -181,17 +177,13 @@ void on_msg(void*) { g_received.fetch_add(1, std::memory_order_relaxed); }
 // Messages per second from worker 0 to worker 1; the sender waits for the receiver only
 // through the ring (full ring: wait for room).
 void BM_IpiThroughput(benchmark::State& state) {
-  Runtime::Options o;
-  o.workers = 2;
-  o.idle_spin = absl::Seconds(1);
-  auto rt = Runtime::create(o);
-  if (!rt.ok()) std::abort();
+  auto rt = lwkt_bench::make_runtime(2, absl::Milliseconds(1), absl::Seconds(1));
   const std::int64_t n = state.max_iterations;
   while (state.KeepRunningBatch(n)) {
     g_received = 0;
     lwkt::thread_options so;
     so.worker = 0;
-    auto s = (*rt)->spawn(
+    auto s = rt->spawn(
         [n] {
           std::uint32_t seq = 0;
           for (std::int64_t i = 0; i < n; ++i) seq = lwkt::send_ipiq(1, on_msg, nullptr);
@@ -218,14 +210,15 @@ void wake_latency(benchmark::State& state, ipiq::kick_mechanism kick) {
   o.workers = 2;
   o.idle_spin = absl::ZeroDuration();
   o.kick = kick;
-  auto rt = Runtime::create(o);
-  if (!rt.ok()) std::abort();
+  auto made = Runtime::create(o);
+  if (!made.ok()) std::abort();
+  auto rt = std::move(*made);
   std::vector<double> ns;
   const double per_ns = lwkt::internal::ticks_per_us() / 1000.0;
   lwkt::thread_options so;
   so.worker = 0;
   for (auto _ : state) {
-    auto s = (*rt)->spawn(
+    auto s = rt->spawn(
         [&ns, per_ns] {
           lwkt::globaldata* w1 = lwkt::internal::worker_gd(1);
           while (!w1->gd_parker.parked()) lwkt::yield();

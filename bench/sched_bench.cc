@@ -33,15 +33,12 @@ using lwkt::Runtime;
 std::uint64_t g_t0, g_t1;
 
 void BM_Preempt_Local(benchmark::State& state) {
-  Runtime::Options o;
-  o.workers = 1;
-  auto rt = Runtime::create(o);
-  if (!rt.ok()) std::abort();
+  auto rt = lwkt_bench::make_runtime(1);
   const std::int64_t n = state.max_iterations;
   std::vector<std::uint64_t> lat;
   lat.reserve(static_cast<std::size_t>(n));
   while (state.KeepRunningBatch(n)) {
-    auto driver = (*rt)->spawn([&, n] {
+    auto driver = rt->spawn([&, n] {
       lwkt::thread_options po;
       po.pri = lwkt::TDPRI_INT_SUPPORT;
       po.preemptable = true;
@@ -79,10 +76,7 @@ void BM_Preempt_Local(benchmark::State& state) {
 BENCHMARK(BM_Preempt_Local)->UseRealTime();
 
 void BM_SleepWakeup_RoundTrip(benchmark::State& state) {
-  Runtime::Options o;
-  o.workers = 2;
-  auto rt = Runtime::create(o);
-  if (!rt.ok()) std::abort();
+  auto rt = lwkt_bench::make_runtime(2);
   const std::int64_t n = state.max_iterations;
   while (state.KeepRunningBatch(n)) {
     std::atomic<int> turn{0};
@@ -90,7 +84,7 @@ void BM_SleepWakeup_RoundTrip(benchmark::State& state) {
     for (int side = 0; side < 2; ++side) {
       lwkt::thread_options to;
       to.worker = side;
-      tds.push_back(*(*rt)->spawn(
+      tds.push_back(*rt->spawn(
           [&turn, side, n] {
             for (std::int64_t i = 0; i < n; ++i) {
               while (turn.load() != side) {
@@ -146,11 +140,7 @@ BENCHMARK(BM_Peer_BoostFiber_CondvarRoundTrip)->UseRealTime();
 // it just before wakeup(). Local: both on worker 0 (the waker blocks right after the
 // wakeup, so the sleeper runs next). Remote: sleeper on worker 1, which polls while idle.
 void wakeup_to_run(benchmark::State& state, bool remote) {
-  Runtime::Options o;
-  o.workers = 2;
-  o.idle_spin = absl::Seconds(1);
-  auto rt = Runtime::create(o);
-  if (!rt.ok()) std::abort();
+  auto rt = lwkt_bench::make_runtime(2, absl::Milliseconds(1), absl::Seconds(1));
   const std::int64_t n = state.max_iterations;
   std::vector<std::uint64_t> lat;
   lat.reserve(static_cast<std::size_t>(n));
@@ -169,7 +159,7 @@ void wakeup_to_run(benchmark::State& state, bool remote) {
     lwkt::thread_options so, wo;
     so.worker = remote ? 1 : 0;
     wo.worker = 0;
-    auto sleeper = (*rt)->spawn(
+    auto sleeper = rt->spawn(
         [&, n] {
           for (std::int64_t i = 1; i <= n; ++i) {
             wait_for(woken, i);
@@ -179,7 +169,7 @@ void wakeup_to_run(benchmark::State& state, bool remote) {
           }
         },
         so);
-    auto waker = (*rt)->spawn(
+    auto waker = rt->spawn(
         [&, n] {
           for (std::int64_t i = 1; i <= n; ++i) {
             t0.store(lwkt::internal::cheap_clock());
