@@ -122,6 +122,9 @@ absl::StatusOr<thread_ref> create_local(globaldata* gd, void (*fn)(void*), void*
   absl::StatusOr<thread*> a = alloc_thread(gd, size);
   if (!a.ok()) return a.status();
   thread* td = *a;
+  // A reused stack keeps the ASan redzones of the frames its last thread never unwound:
+  // clear them before anything (the first-run frame included) is written to it.
+  asan_unpoison_stack(td->td_stack.lo, td->td_stack.size);
   td->td_sp = make_initial_frame(td->td_stack.lo + td->td_stack.size, td);
   td->td_gd = gd;
   td->td_rq_next = td->td_rq_prev = nullptr;
@@ -154,7 +157,6 @@ absl::StatusOr<thread_ref> create_local(globaldata* gd, void (*fn)(void*), void*
   td->td_asan_fake_stack = nullptr;
   std::memset(td->td_comm, 0, sizeof td->td_comm);
   std::memcpy(td->td_comm, opts.name.data(), opts.name.size());
-  asan_unpoison_stack(td->td_stack.lo, td->td_stack.size);
   td->td_tsan_fiber = tsan_create_fiber();
   tsan_set_fiber_name(td->td_tsan_fiber, td->td_comm);
   link_allq(gd, td);

@@ -173,10 +173,13 @@ TEST(Token, ReacquisitionIsAllOrNothing) {
         schedule(h);  // runnable, but B is ours
         for (int i = 0; i < 200; ++i) yield();
         EXPECT_FALSE(ran_after.load());
-        // A is not kept by the waiting holder: we can take it (its reacquisition attempts
-        // hold A only for moments, so this may wait briefly, never for good).
-        gettoken(&a);
-        reltoken(&a);
+        // A is not kept by the waiting holder: we can take it. Its reacquisition attempts
+        // hold A only for moments, so retry; but never switch here: switching would release
+        // B (a token is held only while its holder runs) and let the holder in.
+        bool got_a = false;
+        for (long spin = 0; spin < 100000000 && !got_a; ++spin) got_a = trytoken(&a);
+        EXPECT_TRUE(got_a);
+        if (got_a) reltoken(&a);
         phase = 3;
         reltoken(&b);
       },
