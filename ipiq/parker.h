@@ -92,8 +92,8 @@ class parker {
       internal::futex_wait(&_state, kParked, timeout);
     }
     ++_parks;
-    // acquire: pairs with the acq_rel exchange in kick(); not needed for the work queue
-    // (which has its own acquire) but keeps the state word's history simple.
+    // relaxed: nothing is published through the state word (the work has its own
+    // release/acquire pairs); a kick may already have stored kRunning, which is the same.
     _state.store(kRunning, std::memory_order_relaxed);
   }
 

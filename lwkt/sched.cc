@@ -244,13 +244,16 @@ void schedule_on_owner(globaldata* gd, thread* td) {
   rele(td);
 }
 
+void enqueue_crit(globaldata* gd, thread* td) {
+  ++gd->gd_curthread->td_critcount;
+  enqueue(gd, td);
+  crit_exit();
+}
+
 void wakeup_thread(thread* td) {
   globaldata* gd = mycpu();
   if (gd && td->td_gd == gd) {
-    if (td->td_flags & TDF_EXITING) return;
-    ++gd->gd_curthread->td_critcount;
-    enqueue(gd, td);
-    crit_exit();
+    if (!(td->td_flags & TDF_EXITING)) enqueue_crit(gd, td);
   } else {
     schedule_remote(td);
   }
@@ -308,9 +311,7 @@ void schedule_self() {
   globaldata* gd = mycpu();
   thread* td = gd->gd_curthread;
   LWKT_ASSERT(!(td->td_flags & TDF_IDLETHREAD), td, "schedule_self by the idle thread");
-  ++td->td_critcount;
-  internal::enqueue(gd, td);
-  crit_exit();
+  internal::enqueue_crit(gd, td);
 }
 
 void deschedule_self() {
@@ -378,13 +379,20 @@ void lwkt_switch() {
   --td->td_critcount;
 }
 
-void yield() {
-  globaldata* gd = mycpu();
-  thread* td = gd->gd_curthread;
+namespace {
+// DragonFly's yields first run deferred work (splz) when some is pending.
+void splz_if_pending(globaldata* gd) {
   if ((gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IDLECHECK_MASK) &&
       gd->gd_intr_nesting_level == 0) {
     internal::splz(gd);
   }
+}
+}  // namespace
+
+void yield() {
+  globaldata* gd = mycpu();
+  thread* td = gd->gd_curthread;
+  splz_if_pending(gd);
   internal::scheduler_clock(gd, td);
   if (gd->gd_ast & RQF_AST_LWKT_RESCHED) {
     ++td->td_critcount;
@@ -397,10 +405,7 @@ void yield() {
 void yield_quick() {
   globaldata* gd = mycpu();
   thread* td = gd->gd_curthread;
-  if ((gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IDLECHECK_MASK) &&
-      gd->gd_intr_nesting_level == 0) {
-    internal::splz(gd);
-  }
+  splz_if_pending(gd);
   if (gd->gd_ast & RQF_AST_LWKT_RESCHED) {
     ++td->td_critcount;
     thread* head = gd->gd_tdrunq.head();

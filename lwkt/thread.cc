@@ -168,9 +168,7 @@ absl::StatusOr<thread_ref> create_local(globaldata* gd, void (*fn)(void*), void*
   if (opts.nostart) {
     td->td_flags |= TDF_NOSTART;
   } else {
-    ++gd->gd_curthread->td_critcount;
-    enqueue(gd, td);
-    crit_exit();
+    wakeup_thread(td);  // local: gd is the calling worker
   }
   return ref;
 }

@@ -26,7 +26,8 @@ void idle_loop(globaldata* gd) {
     if (!gd->gd_inbox.empty() || ipiq_pending(gd)) continue;
     if (gd->gd_stop.load(std::memory_order_acquire)) return;
 
-    // Poll for a while: waking a parked OS thread costs tens of microseconds.
+    // Poll for a while: waking a parked OS thread costs tens of microseconds. Expired sleep
+    // timeouts are fired by the lwkt_switch at the top of the loop.
     bool work = false;
     const std::uint64_t start = cheap_clock();
     const std::uint64_t timer = next_timer(gd);
@@ -38,12 +39,7 @@ void idle_loop(globaldata* gd) {
       }
       cpu_pause();
     }
-    if (work) {
-      ++td->td_critcount;
-      run_timers(gd);
-      --td->td_critcount;
-      continue;
-    }
+    if (work) continue;
 
     // Park: announce, re-check (the parker's fence orders this check against producers'
     // push + kick), then sleep. See ipiq/parker.h for why no wakeup is lost.
@@ -69,10 +65,13 @@ void idle_loop(globaldata* gd) {
       gd->gd_parker.park(&ts);
     }
     gd->gd_stats.parks.add();
-    ++td->td_critcount;
-    run_timers(gd);
-    if (const std::uint64_t now = cheap_clock(); now >= gd->gd_next_loadav) loadav_tick(gd, now);
-    --td->td_critcount;
+    // The switch path samples the load average from its switch stamp, which a long park
+    // leaves stale: sample here (timers fire in the next lwkt_switch).
+    if (const std::uint64_t now = cheap_clock(); now >= gd->gd_next_loadav) {
+      ++td->td_critcount;
+      loadav_tick(gd, now);
+      --td->td_critcount;
+    }
   }
 }
 

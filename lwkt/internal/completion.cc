@@ -60,9 +60,7 @@ void completion::signal() {
     if (gd && w->td_gd == gd) {
       // Same worker: w cannot run before we switch, so no hold is needed.
       c_state.store(kDone, std::memory_order_release);
-      ++gd->gd_curthread->td_critcount;
-      enqueue(gd, w);
-      crit_exit();
+      wakeup_thread(w);
       return;
     }
     hold(w);  // w may run (and exit) as soon as it sees kDone

@@ -55,6 +55,9 @@ void drain_inbox(globaldata* gd);
 // and is not running. Runs on: gd's worker inside a critical section.
 void enqueue(globaldata* gd, thread* td);
 void dequeue(globaldata* gd, thread* td);
+// enqueue() inside a critical section of its own (deferred work runs at its crit_exit).
+// Runs on: gd's worker.
+void enqueue_crit(globaldata* gd, thread* td);
 
 // Like lwkt::schedule(), for wakeups that may race with td's exit (the caller holds td):
 // a wakeup that finds td exited is dropped instead of diagnosed. Runs on: any OS thread.
