@@ -81,9 +81,11 @@ class parker {
   void park(const struct timespec* timeout = nullptr) {
     if (_mech == kick_mechanism::eventfd) {
       // The count is non-zero if a kick already happened: the read returns at once.
+      // ppoll takes the timeout at nanosecond resolution: poll's milliseconds would turn a
+      // sub-millisecond timeout into 0 (an immediate return, and a caller that re-parks
+      // until its deadline spins) and cut every other one short.
       struct pollfd p = {_efd, POLLIN, 0};
-      const int ms = timeout ? static_cast<int>(timeout->tv_sec * 1000 + timeout->tv_nsec / 1000000) : -1;
-      if (poll(&p, 1, ms) > 0) {
+      if (ppoll(&p, 1, timeout, nullptr) > 0) {
         std::uint64_t v;
         (void)!read(_efd, &v, sizeof v);
       }

@@ -108,6 +108,8 @@ class ring {
   }
 
   std::uint32_t windex() const { return _s.windex.load(std::memory_order_relaxed); }
+  // windex for observers other than the sender (shutdown's quiescence check).
+  std::uint32_t windex_acquire() const { return _s.windex.load(std::memory_order_acquire); }
   std::uint32_t xindex() const { return _r.xindex.load(std::memory_order_acquire); }
   // Blocked-sender protocol (see `drain` above). Relaxed: a hint; the receiver re-reads it
   // every pass and the sender re-checks occupancy itself.

@@ -12,6 +12,14 @@
  *     assertion checks per-producer FIFO order;
  *   - no lost wakeup: a consumer asleep while a message is pending and every producer has
  *     finished would be a deadlock, which spin reports as an invalid end state.
+ *
+ * Mutations (`spin -DNAME`; //ipiq:park_kick_model_test requires spin to reject each):
+ *   NO_RECHECK         the consumer parks right after prepare_park(), without re-checking the
+ *                      mask: a kick that ran before the announcement is lost;
+ *   CLEAR_AFTER_DRAIN  process_ipiq's clearing of a mask bit moved from before the drain to
+ *                      after it (and after the refill check): a push during the drain leaves
+ *                      a message behind a clear bit. (Clearing after the drain but before the
+ *                      refill check is correct: the check then re-sets the bit.)
  */
 #define NPROD 2
 #define NMSG 3
@@ -49,7 +57,9 @@ proctype consumer() {
        :: s < NPROD ->
             if
             :: mask[s] == 1 ->
+#ifndef CLEAR_AFTER_DRAIN
                  mask[s] = 0;            /* seq_cst fetch_and before draining */
+#endif
                  do
                  :: ring[s] > 0 ->
                       atomic { ring[s]--; assert(got[s] < sent[s]); got[s]++; consumed++ };
@@ -57,6 +67,10 @@ proctype consumer() {
                  :: else -> break
                  od;
                  if :: ring[s] > 0 -> mask[s] = 1 :: else -> skip fi
+#ifdef CLEAR_AFTER_DRAIN
+                 ;
+                 mask[s] = 0             /* the clear moved after the drain and refill check */
+#endif
             :: else -> skip
             fi;
             s++
@@ -67,11 +81,15 @@ proctype consumer() {
        :: else ->
             /* idle_loop: prepare_park (store; fence), re-check, then futex_wait */
             parked = 1;
+#ifdef NO_RECHECK
+            (parked == 0);               /* parks without looking at the mask again */
+#else
             if
             :: mask[0] == 1 || mask[1] == 1 -> parked = 0      /* cancel_park */
             :: else ->
                  (parked == 0);          /* futex_wait(&parked, 1): sleeps while 1 */
             fi
+#endif
        fi
   od;
   assert(got[0] == NMSG && got[1] == NMSG)
