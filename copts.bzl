@@ -6,6 +6,10 @@ LWKT_COPTS = [
     "-Wextra",
     "-Werror",
     "-Wno-missing-field-initializers",
+    # Probe the stack as frames grow, so a large frame cannot step over a thread's guard
+    # region (Runtime::Options::guard_size) into the neighbouring mapping. Accepted by gcc
+    # for x86-64 and AArch64 (the cross compiler); users should build their code with it too.
+    "-fstack-clash-protection",
 ]
 
 # Tests and benchmarks: the same, minus warnings that gtest/benchmark macros trip.

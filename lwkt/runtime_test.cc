@@ -3,10 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 #include <vector>
 
+#include "lwkt/internal/topology.h"
 #include "lwkt/sched.h"
 #include "lwkt/testing.h"
 
@@ -54,7 +56,10 @@ TEST(Runtime, DefaultIsOneWorkerPerPuAndReportsPlacement) {
   auto rt = Runtime::create({});
   ASSERT_TRUE(rt.ok()) << rt.status();
   const int pus = static_cast<int>(std::thread::hardware_concurrency());
-  EXPECT_EQ((*rt)->workers(), pus);
+  // One per PU, unless the cgroup's CPU quota is lower (topology_test covers the quota).
+  const internal::cpu_quota quota = internal::process_cpu_quota();
+  EXPECT_EQ((*rt)->workers(), quota.limited() ? std::min(pus, quota.cpus()) : pus)
+      << quota.reason;
   std::string report = (*rt)->placement_report();
   EXPECT_NE(report.find("worker 0: PU "), std::string::npos) << report;
   EXPECT_NE(report.find("pinned"), std::string::npos) << report;

@@ -6,6 +6,8 @@
 // compiler around the call), FPSR status flags, the signal mask (shared with the worker),
 // TPIDR_EL0 (TLS belongs to the worker OS thread: see docs/design.md), x18 (platform).
 // Frame layout: switch_frame_aarch64.h.
+// Notes (.note.GNU-stack, .note.gnu.property) and the entry landing pad: asm_notes.h.
+#include "lwkt/internal/asm_notes.h"
 #if defined(__aarch64__)
 #define LWKT_BUILD_ASM 1
 #include "lwkt/internal/switch_frame_aarch64.h"
@@ -23,22 +25,46 @@
         .p2align 4
 lwkt_cpu_switch:
         .cfi_startproc
+        LWKT_BTI_C
         sub     sp, sp, #LWKT_FRAME_SIZE                /* allocate the frame */
+        .cfi_adjust_cfa_offset LWKT_FRAME_SIZE          /* CFA = SP + frame: caller's SP */
         stp     d8,  d9,  [sp, #LWKT_FRAME_D8 + 0x00]   /* save d8, d9 */
         stp     d10, d11, [sp, #LWKT_FRAME_D8 + 0x10]   /* save d10, d11 */
         stp     d12, d13, [sp, #LWKT_FRAME_D8 + 0x20]   /* save d12, d13 */
         stp     d14, d15, [sp, #LWKT_FRAME_D8 + 0x30]   /* save d14, d15 */
+        .cfi_rel_offset d8,  LWKT_FRAME_D8 + 0x00
+        .cfi_rel_offset d9,  LWKT_FRAME_D8 + 0x08
+        .cfi_rel_offset d10, LWKT_FRAME_D8 + 0x10
+        .cfi_rel_offset d11, LWKT_FRAME_D8 + 0x18
+        .cfi_rel_offset d12, LWKT_FRAME_D8 + 0x20
+        .cfi_rel_offset d13, LWKT_FRAME_D8 + 0x28
+        .cfi_rel_offset d14, LWKT_FRAME_D8 + 0x30
+        .cfi_rel_offset d15, LWKT_FRAME_D8 + 0x38
         stp     x19, x20, [sp, #LWKT_FRAME_X19 + 0x00]  /* save x19, x20 */
         stp     x21, x22, [sp, #LWKT_FRAME_X19 + 0x10]  /* save x21, x22 */
         stp     x23, x24, [sp, #LWKT_FRAME_X19 + 0x20]  /* save x23, x24 */
         stp     x25, x26, [sp, #LWKT_FRAME_X19 + 0x30]  /* save x25, x26 */
         stp     x27, x28, [sp, #LWKT_FRAME_X19 + 0x40]  /* save x27, x28 */
+        .cfi_rel_offset x19, LWKT_FRAME_X19 + 0x00
+        .cfi_rel_offset x20, LWKT_FRAME_X19 + 0x08
+        .cfi_rel_offset x21, LWKT_FRAME_X19 + 0x10
+        .cfi_rel_offset x22, LWKT_FRAME_X19 + 0x18
+        .cfi_rel_offset x23, LWKT_FRAME_X19 + 0x20
+        .cfi_rel_offset x24, LWKT_FRAME_X19 + 0x28
+        .cfi_rel_offset x25, LWKT_FRAME_X19 + 0x30
+        .cfi_rel_offset x26, LWKT_FRAME_X19 + 0x38
+        .cfi_rel_offset x27, LWKT_FRAME_X19 + 0x40
+        .cfi_rel_offset x28, LWKT_FRAME_X19 + 0x48
         stp     x29, x30, [sp, #LWKT_FRAME_X29]         /* save FP and LR (resume address) */
+        .cfi_rel_offset x29, LWKT_FRAME_X29
+        .cfi_rel_offset x30, LWKT_FRAME_X30
         mrs     x9, fpcr                                /* read FPCR */
         str     x9, [sp, #LWKT_FRAME_FPCR]              /* save FPCR */
         mov     x9, sp                                  /* SP cannot be stored directly */
         str     x9, [x0]                                /* *save_sp = frame */
 
+        // From here SP is the incoming thread's frame, of the same layout: the rules above
+        // now describe the incoming thread's caller, which is where the `ret` below goes.
         mov     sp, x1                                  /* switch stacks: SP = load_sp */
         ldp     d8,  d9,  [sp, #LWKT_FRAME_D8 + 0x00]   /* restore d8, d9 */
         ldp     d10, d11, [sp, #LWKT_FRAME_D8 + 0x10]   /* restore d10, d11 */
@@ -53,6 +79,27 @@ lwkt_cpu_switch:
         ldr     x9, [sp, #LWKT_FRAME_FPCR]              /* load saved FPCR */
         msr     fpcr, x9                                /* restore FPCR */
         add     sp, sp, #LWKT_FRAME_SIZE                /* pop the frame */
+        .cfi_adjust_cfa_offset -LWKT_FRAME_SIZE         /* CFA = SP again */
+        .cfi_restore d8
+        .cfi_restore d9
+        .cfi_restore d10
+        .cfi_restore d11
+        .cfi_restore d12
+        .cfi_restore d13
+        .cfi_restore d14
+        .cfi_restore d15
+        .cfi_restore x19
+        .cfi_restore x20
+        .cfi_restore x21
+        .cfi_restore x22
+        .cfi_restore x23
+        .cfi_restore x24
+        .cfi_restore x25
+        .cfi_restore x26
+        .cfi_restore x27
+        .cfi_restore x28
+        .cfi_restore x29
+        .cfi_restore x30
         mov     x0, x2                                  /* return arg to the resumed side */
         ret                                             /* branch to x30 */
         .cfi_endproc
@@ -69,12 +116,11 @@ lwkt_cpu_switch:
 lwkt_cpu_trampoline:
         .cfi_startproc
         .cfi_undefined x30                              /* unwinders stop here */
+        LWKT_BTI_C
         mov     x29, #0                                 /* terminate the frame-pointer chain */
         mov     x1, x19                                 /* arg 2: this thread (x0 = prev) */
         bl      lwkt_thread_bootstrap                   /* runs the thread; never returns */
         brk     #0x1                                    /* unreachable */
         .cfi_endproc
         .size   lwkt_cpu_trampoline,.-lwkt_cpu_trampoline
-
-        .section .note.GNU-stack,"",%progbits           /* no executable stack */
 #endif

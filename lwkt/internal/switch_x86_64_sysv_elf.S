@@ -7,6 +7,8 @@
 // the call), the signal mask (lwkt threads share their worker's), FS (TLS belongs to the
 // worker OS thread, not to the lwkt thread: see docs/design.md), the x87/SSE status flags.
 // Frame layout: switch_frame_x86_64.h.
+// Notes (.note.GNU-stack, .note.gnu.property) and the entry landing pad: asm_notes.h.
+#include "lwkt/internal/asm_notes.h"
 #if defined(__x86_64__)
 #define LWKT_BUILD_ASM 1
 #include "lwkt/internal/switch_frame_x86_64.h"
@@ -24,6 +26,7 @@
         .p2align 4
 lwkt_cpu_switch:
         .cfi_startproc
+        LWKT_ENDBR
         leaq    -(LWKT_FRAME_SIZE - 8)(%rsp), %rsp      /* room below the return RIP */
         .cfi_adjust_cfa_offset LWKT_FRAME_SIZE - 8
         stmxcsr LWKT_FRAME_FPCSR(%rsp)                  /* save MXCSR */
@@ -69,12 +72,11 @@ lwkt_cpu_switch:
 lwkt_cpu_trampoline:
         .cfi_startproc
         .cfi_undefined rip                              /* unwinders stop here */
+        LWKT_ENDBR
         movq    %rax, %rdi                              /* arg 1: previous thread */
         movq    %rbx, %rsi                              /* arg 2: this thread */
         call    lwkt_thread_bootstrap                   /* runs the thread; never returns */
         ud2                                             /* unreachable */
         .cfi_endproc
         .size   lwkt_cpu_trampoline,.-lwkt_cpu_trampoline
-
-        .section .note.GNU-stack,"",%progbits           /* no executable stack */
 #endif
