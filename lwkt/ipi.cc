@@ -2,8 +2,11 @@
 // cpusync (DragonFly lwkt_ipiq.c).
 #include "lwkt/ipi.h"
 
+#include <dlfcn.h>
+
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <memory>
 
 #include "lwkt/internal/clock.h"
@@ -43,6 +46,17 @@ void flag_ring(globaldata* me, globaldata* target) {
   }
 }
 
+// DragonFly panics past 20 nested drains: handlers that send while rings are full would
+// otherwise recurse until the stack overflows.
+constexpr int kMaxIpiqNesting = 20;
+
+void check_nesting(globaldata* gd) {
+  LWKT_ASSERT(gd->gd_processing_ipiq < kMaxIpiqNesting, gd->gd_curthread,
+              "IPI drains nested %d deep (limit %d): message handlers that send messages to "
+              "full rings recurse without bound",
+              gd->gd_processing_ipiq + 1, kMaxIpiqNesting);
+}
+
 // Blocked-sender drain (DragonFly's nested drain): runs messages from senders that are
 // themselves blocked on a full ring to us, down to the level they wait for. Bounded: it
 // touches only rings whose producer advertised `drain`.
@@ -55,6 +69,7 @@ void process_ipiq_nested(globaldata* me) {
       ipiq::ring& r = ring_of(me->gd_runtime->gds[static_cast<std::size_t>(s)], me);
       const std::uint32_t level = r.drain();
       if (level == 0) continue;
+      check_nesting(me);
       ++me->gd_processing_ipiq;
       ++me->gd_intr_nesting_level;
       r.process(me, level - 1, /*outermost=*/false);
@@ -66,6 +81,9 @@ void process_ipiq_nested(globaldata* me) {
 
 void wait_for_room(globaldata* me, globaldata* target, ipiq::ring& r, std::uint32_t low) {
   me->gd_stats.ipi_waits.add();
+  // A handler run by the nested drain below may itself block on this ring: restore the
+  // outer wait's level afterwards, not 0.
+  const std::uint32_t outer_level = r.drain();
   r.set_drain(low + 1);  // "drain me down to `low`" (0 means not blocked)
   target->gd_parker.kick();  // passive sends may have filled the ring of a parked target
   const std::uint64_t start = cheap_clock();
@@ -81,7 +99,7 @@ void wait_for_room(globaldata* me, globaldata* target, ipiq::ring& r, std::uint3
       target->gd_parker.kick();
     }
   }
-  r.set_drain(0);
+  r.set_drain(outer_level);
 }
 
 std::uint32_t send_entry(globaldata* me, globaldata* target, const ipiq::ipi_entry& e,
@@ -103,6 +121,15 @@ std::uint32_t send_entry(globaldata* me, globaldata* target, const ipiq::ipi_ent
   const std::uint32_t low = nested ? ipiq::ring::kCapacity - 5 : ipiq::ring::kCapacity / 4;
   if (passive && r.sender_occupancy(ipiq::ring::kCapacity / 4 - 1) >= ipiq::ring::kCapacity / 4) {
     passive = false;
+  }
+  if (passive) {
+    // Bounded delivery (ipi.h): a target that has parked already gets a kick after all (a
+    // plain load, no fence: cheap when it is busy); one that parks concurrently and misses
+    // this load parks no longer than kPassiveTick, because it has seen passive traffic.
+    if (!target->gd_passive_inbound.load(std::memory_order_relaxed)) {
+      target->gd_passive_inbound.store(true, std::memory_order_relaxed);
+    }
+    if (target->gd_parker.parked()) passive = false;
   }
   if (r.sender_occupancy(high) > high) wait_for_room(me, target, r, low);
   const std::uint32_t seq = r.push(e);
@@ -129,12 +156,43 @@ std::uint32_t send_from_outside(globaldata* target, const ipiq::ipi_entry& e) {
   return 0;
 }
 
-void call1(void* a1, std::intptr_t, void* aux, void*) { reinterpret_cast<ipifunc1>(aux)(a1); }
-void call2(void* a1, std::intptr_t a2, void* aux, void*) {
-  reinterpret_cast<ipifunc2>(aux)(a1, static_cast<int>(a2));
+// User handlers run through a noexcept boundary: an exception would otherwise unwind into
+// whichever thread was draining, leaving the nesting counters raised.
+[[noreturn]] void handler_threw(void* func) {
+  Dl_info info{};
+  const char* name = dladdr(func, &info) && info.dli_sname ? info.dli_sname : "?";
+  const char* what = "not derived from std::exception";
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    what = e.what();
+  } catch (...) {
+  }
+  panic(mycpu() ? mycpu()->gd_curthread : nullptr,
+        "IPI handler %p (%s) threw an exception (%s); handlers must not throw", func, name,
+        what);
 }
-void call3(void* a1, std::intptr_t a2, void* aux, void* ctx) {
-  reinterpret_cast<ipifunc3>(aux)(a1, static_cast<int>(a2), static_cast<globaldata*>(ctx));
+
+void call1(void* a1, std::intptr_t, void* aux, void*) noexcept {
+  try {
+    reinterpret_cast<ipifunc1>(aux)(a1);
+  } catch (...) {
+    handler_threw(aux);
+  }
+}
+void call2(void* a1, std::intptr_t a2, void* aux, void*) noexcept {
+  try {
+    reinterpret_cast<ipifunc2>(aux)(a1, static_cast<int>(a2));
+  } catch (...) {
+    handler_threw(aux);
+  }
+}
+void call3(void* a1, std::intptr_t a2, void* aux, void* ctx) noexcept {
+  try {
+    reinterpret_cast<ipifunc3>(aux)(a1, static_cast<int>(a2), static_cast<globaldata*>(ctx));
+  } catch (...) {
+    handler_threw(aux);
+  }
 }
 
 }  // namespace
@@ -159,13 +217,15 @@ bool ipiq_pending(const globaldata* gd) {
 void poll_cpusyncs(globaldata* gd);  // below
 
 void process_ipiq(globaldata* gd) {
+  check_nesting(gd);
   ++gd->gd_processing_ipiq;
   ++gd->gd_intr_nesting_level;
   const bool outermost = gd->gd_processing_ipiq == 1;
   for (;;) {
     bool more = false;
     for (int w = 0; w < kMaskWords; ++w) {
-      std::uint64_t bits = gd->gd_ipimask[w].load(std::memory_order_acquire);
+      // seq_cst: after drain_inbox's seq_cst clear of RQF_IPIQ (see there, pair (2)).
+      std::uint64_t bits = gd->gd_ipimask[w].load(std::memory_order_seq_cst);
       while (bits) {
         const int s = w * 64 + __builtin_ctzll(bits);
         const std::uint64_t bit = std::uint64_t{1} << (s % 64);
@@ -305,8 +365,7 @@ std::uint32_t send_ipiq3_passive(int cpu, ipifunc3 func, void* arg1, int arg2) {
 }
 
 int send_ipiq_mask(const cpumask& mask, ipifunc3 func, void* arg1, int arg2) {
-  globaldata* me = mycpu();
-  LWKT_ASSERT(me != nullptr, nullptr, "send_ipiq_mask from an OS thread that is not a worker");
+  globaldata* me = internal::lwkt_caller("lwkt::send_ipiq_mask");
   int sent = 0;
   for (int i = 1; i <= me->gd_ncpus; ++i) {
     const int cpu = (me->gd_cpuid + i) % me->gd_ncpus;  // after me first, me last
@@ -318,16 +377,18 @@ int send_ipiq_mask(const cpumask& mask, ipifunc3 func, void* arg1, int arg2) {
 }
 
 std::uint32_t seq_ipiq(int cpu) {
-  globaldata* me = mycpu();
+  globaldata* me = internal::lwkt_caller("lwkt::seq_ipiq");
   return internal::ring_of(me, internal::worker(cpu)).windex();
 }
 
 void wait_ipiq(int cpu, std::uint32_t seq) {
-  globaldata* me = mycpu();
+  globaldata* me = internal::lwkt_caller("lwkt::wait_ipiq");
   globaldata* target = internal::worker(cpu);
   if (target == me) return;
   ipiq::ring& r = internal::ring_of(me, target);
   ++me->gd_curthread->td_critcount;
+  // Passive messages may sit in a parked target's ring: wake it now rather than wait.
+  if (static_cast<std::int32_t>(r.xindex() - seq) < 0) target->gd_parker.kick();
   const std::uint64_t start = internal::cheap_clock();
   bool warned = false;
   while (static_cast<std::int32_t>(r.xindex() - seq) < 0) {
@@ -344,14 +405,13 @@ void wait_ipiq(int cpu, std::uint32_t seq) {
 }
 
 void cpusync_interlock(cpusync* cs) {
-  globaldata* me = mycpu();
-  LWKT_ASSERT(me != nullptr, nullptr, "cpusync from an OS thread that is not a worker");
+  globaldata* me = internal::lwkt_caller("lwkt::cpusync_interlock");
   ++me->gd_curthread->td_critcount;  // held until cpusync_deinterlock
   internal::cpusync_start(me, cs, internal::cpusync_remote1);
 }
 
 void cpusync_deinterlock(cpusync* cs) {
-  globaldata* me = mycpu();
+  globaldata* me = internal::lwkt_caller("lwkt::cpusync_deinterlock");
   thread* td = me->gd_curthread;
   const bool others = cs->cs_others.any();
   // release: the master's work before the release is visible to each participant's
@@ -368,8 +428,7 @@ void cpusync_deinterlock(cpusync* cs) {
 }
 
 void cpusync_quick(cpusync* cs) {
-  globaldata* me = mycpu();
-  LWKT_ASSERT(me != nullptr, nullptr, "cpusync from an OS thread that is not a worker");
+  globaldata* me = internal::lwkt_caller("lwkt::cpusync_quick");
   ++me->gd_curthread->td_critcount;
   if (internal::cpusync_start(me, cs, internal::cpusync_remote_quick)) {
     --me->gd_curthread->td_cscount;

@@ -13,8 +13,9 @@
 //   cpusync (simple, interlock/deinterlock, quick)   run a function on a set of workers and
 //                                         wait; the interlock form holds them meanwhile
 //
-// Handlers run with message nesting raised: they must not block or switch, and may send
-// messages themselves. A sender whose ring is full never deadlocks: while it waits for room
+// Handlers run with message nesting raised: they must not block or switch, must not throw
+// (an exception aborts, naming the handler), and may send messages themselves (nested
+// drains deeper than 20 abort, as in DragonFly). A sender whose ring is full never deadlocks: while it waits for room
 // it runs its own incoming messages from senders that are themselves blocked (DragonFly's
 // rule), so two workers flooding each other both progress.
 #pragma once
@@ -40,8 +41,11 @@ using cpumask = std::bitset<kMaxWorkers>;
 std::uint32_t send_ipiq(int cpu, ipifunc1 func, void* arg);
 std::uint32_t send_ipiq2(int cpu, ipifunc2 func, void* arg1, int arg2);
 std::uint32_t send_ipiq3(int cpu, ipifunc3 func, void* arg1, int arg2);
-// Passive: no kick. Falls back to an active send when the ring is a quarter full.
-// Requires: a worker other than `cpu`. Runs on: a worker.
+// Passive: no kick while the target is busy (it runs the message at its next natural poll:
+// a switch point or crit_exit). Falls back to an active send when the ring is a quarter
+// full, or when the target is parked. Delivery bound: a parked target that races with the
+// send parks at most 10 ms (kPassiveTickNs, DragonFly's tick) once it has received passive
+// messages. Requires: a worker other than `cpu`. Runs on: a worker.
 std::uint32_t send_ipiq3_passive(int cpu, ipifunc3 func, void* arg1, int arg2);
 // Sends to every worker in `mask` (the caller's own included, run at once), starting after
 // the caller so that low-numbered workers are not always first. Returns how many were sent.
@@ -63,7 +67,8 @@ struct cpusync {
 // Runs func(data) on every worker in mask (the caller's too) and returns when all have.
 void cpusync_simple(const cpumask& mask, void (*func)(void*), void* data);
 // Interlock: quiesces the other participants (each spins in its message loop, still serving
-// other messages, running no thread) and returns once all are held.
+// other messages, running no thread) and returns once all are held. Until the matching
+// deinterlock the master must not block, yield or migrate (lwkt_switch aborts).
 void cpusync_interlock(cpusync* cs);
 // Releases them: each runs cs_func, the caller too if it is in the mask; returns when done.
 void cpusync_deinterlock(cpusync* cs);

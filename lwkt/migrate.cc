@@ -19,14 +19,16 @@ void count_live(globaldata* gd, std::int64_t delta) {
 
 }  // namespace
 
-// On the new owner: td is completely off its old worker (the old worker sent this from
-// switch_return). The ring's release/acquire pair orders everything the old owner did.
+// On the new owner: td is completely off its old worker, which published td_gd = gd and
+// then sent this from switch_return. The ring's release/acquire pair (and td_gd's) orders
+// everything the old owner did.
 void ipi_adopt(void* arg, std::intptr_t, void*, void* ctx) {
   auto* gd = static_cast<globaldata*>(ctx);
   auto* td = static_cast<thread*>(arg);
   LWKT_ASSERT(!(td->td_flags & TDF_RUNNING), td, "adopted by worker %d while TDF_RUNNING",
               gd->gd_cpuid);
-  td->td_gd = gd;
+  LWKT_ASSERT(td->td_gd == gd, td, "adopted by worker %d, but its old owner handed it to %d",
+              gd->gd_cpuid, td->td_gd ? td->td_gd->gd_cpuid : -1);
   link_allq(gd, td);
   count_live(gd, +1);
   td->td_flags &= ~TDF_MIGRATING;
@@ -50,16 +52,21 @@ void setcpu_self(int cpu) {
   globaldata* target = gd->gd_runtime->gds[static_cast<std::size_t>(cpu)];
   if (target == gd) return;
   ++td->td_critcount;
-  internal::sleep_exit_cleanup(gd, td);  // sleep queues are per worker
-  internal::dequeue(gd, td);
-  td->td_flags |= TDF_MIGRATING;
-  internal::unlink_allq(gd, td);
-  internal::count_live(gd, -1);
-  td->td_migrate_gd = target;
-  lwkt_switch();  // resumes on `target`, queued there by ipi_adopt
-  gd = mycpu();   // a fresh read: this code now runs on another OS thread
-  LWKT_ASSERT(gd == target && td->td_gd == gd, td, "migration to worker %d ended on worker %d",
-              cpu, gd->gd_cpuid);
+  // Usually one pass. But once adopted by `target`, and before it runs there, the thread can
+  // be descheduled by anyone and then (neither queued nor running) given away: it then
+  // resumes on the acquirer's worker, and moves again.
+  while (gd != target) {
+    internal::sleep_exit_cleanup(gd, td);  // sleep queues are per worker
+    internal::dequeue(gd, td);
+    td->td_flags |= TDF_MIGRATING;
+    internal::unlink_allq(gd, td);
+    internal::count_live(gd, -1);
+    td->td_migrate_gd = target;
+    lwkt_switch();  // resumes on `target`, queued there by ipi_adopt
+    gd = mycpu();   // a fresh read: this code now runs on another OS thread
+    LWKT_ASSERT(td->td_gd == gd, td, "migration to worker %d resumed on worker %d, which does "
+                "not own it", cpu, gd->gd_cpuid);
+  }
   crit_exit();
 }
 
@@ -69,16 +76,23 @@ void giveaway(thread* td) {
   globaldata* gd = mycpu();
   LWKT_ASSERT(gd && td->td_gd == gd, td, "giveaway from a worker that does not own it");
   LWKT_ASSERT(td != gd->gd_curthread, td, "giveaway of the running thread (use setcpu_self)");
-  LWKT_ASSERT(!(td->td_flags & (TDF_RUNQ | TDF_RUNNING | TDF_EXITING)), td,
-              "giveaway of a thread that is queued, running or exiting (flags=0x%x)",
+  LWKT_ASSERT(!(td->td_flags & (TDF_RUNQ | TDF_RUNNING | TDF_EXITING | TDF_MIGRATING |
+                                TDF_PREEMPT_LOCK | TDF_IDLETHREAD)),
+              td,
+              "giveaway of a thread that is queued, running, exiting, migrating or parked "
+              "under a preemption chain (flags=0x%x)",
               td->td_flags);
   ++gd->gd_curthread->td_critcount;
   internal::sleep_exit_cleanup(gd, td);  // sleep queues and timers are per worker
   internal::unlink_allq(gd, td);
   internal::count_live(gd, -1);
   td->td_flags |= TDF_MIGRATING;
-  // release: pairs with the acquire in acquire(); everything the old owner did to td
-  // happens before the new owner touches it.
+  // A deferred schedule left by an earlier transit is stale now.
+  td->td_mpflags.fetch_and(~TDF_MP_SCHEDPEND, std::memory_order_relaxed);
+  // Our last writes to td: no owner (requests are deferred to acquire, see
+  // defer_schedule), then the flag acquire() waits for. release (both): everything the old
+  // owner did to td happens before anyone that reads either acts on td.
+  td->td_gd = nullptr;
   td->td_mpflags.fetch_or(TDF_MP_GIVEN, std::memory_order_release);
   crit_exit();
 }
@@ -93,11 +107,15 @@ void acquire(thread* td) {
     internal::cpu_pause();
   }
   LWKT_ASSERT(td->td_flags & TDF_MIGRATING, td, "acquire of a thread that was not given away");
-  td->td_mpflags.fetch_and(~TDF_MP_GIVEN, std::memory_order_relaxed);
-  td->td_gd = gd;
   internal::link_allq(gd, td);
   internal::count_live(gd, +1);
   td->td_flags &= ~TDF_MIGRATING;
+  // Publish the new owner, then collect a schedule() that found td in transit (the Dekker
+  // pair with defer_schedule in sched.cc: seq_cst store, then seq_cst RMW).
+  td->td_gd.store_seq_cst(gd);
+  const std::uint32_t mp = td->td_mpflags.fetch_and(~(TDF_MP_GIVEN | TDF_MP_SCHEDPEND),
+                                                    std::memory_order_seq_cst);
+  if (mp & TDF_MP_SCHEDPEND) internal::enqueue(gd, td);
   crit_exit();
 }
 

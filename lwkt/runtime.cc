@@ -1,6 +1,9 @@
 // lwkt::Runtime: options validation, placement with hwloc, worker start and shutdown.
 #include "lwkt/runtime.h"
 
+#include <pthread.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -8,12 +11,16 @@
 #include <cstdio>
 #include <new>
 #include <set>
+#include <string>
+#include <thread>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "lwkt/internal/clock.h"
 #include "lwkt/internal/runtime_state.h"
+#include "lwkt/internal/sanitizers.h"
 #include "lwkt/internal/sched_internal.h"
 #include "lwkt/internal/stack.h"
 #include "lwkt/ipi.h"
@@ -25,6 +32,33 @@ namespace internal {
 
 void init_idle_thread(globaldata* gd);                 // worker.cc
 void abandon_thread(thread* td, bool second_pass);     // thread.cc
+
+// ---- fork (runtime_state.h).
+std::atomic<std::uint32_t> fork_generation{0};
+
+void forked_child_abort(const char* call) {
+  panic(nullptr,
+        "%s called in a child forked from a process running an lwkt runtime; the runtime "
+        "cannot be used after fork",
+        call);
+}
+
+namespace {
+
+// Runtimes whose destructor ran in a forked child: deliberately leaked (their workers do not
+// exist here; joining or freeing would hang or touch state the workers own), but kept
+// reachable so that LeakSanitizer does not report them at the child's exit.
+std::atomic<runtime_state*> forked_runtimes{nullptr};
+
+void register_fork_handler() {
+  static const int rc = pthread_atfork(nullptr, nullptr, [] {
+    // The child: only the forking OS thread exists. Async-signal-safe: one atomic add.
+    fork_generation.fetch_add(1, std::memory_order_relaxed);
+  });
+  (void)rc;
+}
+
+}  // namespace
 
 absl::Status validate_thread_options(const runtime_state* rs, const thread_options& o) {
   if (o.name.size() > kMaxThreadName) {
@@ -64,6 +98,14 @@ absl::Status validate_options(const Runtime::Options& o) {
         absl::StrFormat("Runtime::Options.stack_size %u is outside [%u, %u]", o.stack_size,
                         Runtime::kMinStackSize, Runtime::kMaxStackSize));
   }
+  // Rounded up to whole pages; at least one page, at most kMaxGuardSize.
+  if (o.guard_size == 0 || o.guard_size > Runtime::kMaxGuardSize ||
+      round_to_pages(o.guard_size) > Runtime::kMaxGuardSize) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "Runtime::Options.guard_size %u is outside [1, %u] (it is rounded up to a multiple "
+        "of the %u-byte page; at least one page)",
+        o.guard_size, Runtime::kMaxGuardSize, page_size()));
+  }
   if (o.thread_cache > (1u << 20)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "Runtime::Options.thread_cache %u exceeds %u", o.thread_cache, 1u << 20));
@@ -100,6 +142,7 @@ void destroy_globaldata(runtime_state* rs, std::size_t i) {
   for (thread_stack& st : gd->gd_freestacks) unmap_stack(st);
   gd->~globaldata();
   if (rs->gd_on_node[i]) {
+    internal::lsan_unregister_root(gd, sizeof(globaldata));
     rs->topo->free_on_node(gd, sizeof(globaldata));
   } else {
     ::operator delete(gd, std::align_val_t{alignof(globaldata)});
@@ -111,12 +154,46 @@ void destroy_globaldata(runtime_state* rs, std::size_t i) {
 
 using internal::runtime_state;
 
-Runtime::Runtime(std::unique_ptr<runtime_state> s) : _s(std::move(s)) {}
+namespace internal {
+namespace {
+// Live runtimes, for lwkt::wakeup from an OS thread outside every runtime. A runtime is
+// listed from construction until its destructor, which unlists it (under the lock) before
+// freeing anything, so a waker holding the lock may use it.
+std::mutex g_runtimes_mu;
+std::vector<runtime_state*>& runtimes() {
+  static auto* v = new std::vector<runtime_state*>;
+  return *v;
+}
+}  // namespace
+
+void wakeup_from_outside(runtime_state* rs, const void* ident, int flags) {
+  api_guard g(rs);
+  if (!g.ok()) return;
+  // Every worker gets the request: a non-worker cannot read the slot masks' meaning cheaply
+  // and wakeups from outside are rare. Each message scans one hash slot.
+  for (globaldata* gd : rs->gds) {
+    send_ipi(gd, ipi_wakeup, const_cast<void*>(ident), flags, nullptr, false);
+  }
+}
+
+void wakeup_from_outside_all(const void* ident, int flags) {
+  std::lock_guard<std::mutex> l(g_runtimes_mu);
+  for (runtime_state* rs : runtimes()) {
+    if (!inherited_across_fork(rs)) wakeup_from_outside(rs, ident, flags);
+  }
+}
+}  // namespace internal
+
+Runtime::Runtime(std::unique_ptr<runtime_state> s) : _s(std::move(s)) {
+  std::lock_guard<std::mutex> l(internal::g_runtimes_mu);
+  internal::runtimes().push_back(_s.get());
+}
 
 absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
   if (absl::Status st = internal::validate_options(opts); !st.ok()) return st;
   auto s = std::make_unique<runtime_state>();
   s->opts = opts;
+  s->opts.guard_size = internal::round_to_pages(opts.guard_size);  // what map_stack uses
   absl::StatusOr<std::unique_ptr<internal::topology>> topo = internal::topology::load();
   if (!topo.ok()) return topo.status();
   s->topo = std::move(*topo);
@@ -135,8 +212,15 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
           absl::StrFormat("Runtime::Options.cpus lists CPU %d more than once", c));
     }
   }
+  const bool cpus_from_options = !cpus.empty();
   if (cpus.empty()) cpus = s->topo->pus();
-  const int n = opts.workers == kAutoWorkers ? static_cast<int>(cpus.size()) : opts.workers;
+  // kAutoWorkers: one per CPU, capped by the cgroup CPU quota (topology.h).
+  internal::worker_count wc =
+      s->topo->workers_for(opts.workers, static_cast<int>(cpus.size()), cpus_from_options);
+  const int n = wc.workers;
+  s->workers_reason = std::move(wc.reason);
+  internal::register_fork_handler();
+  s->fork_generation = internal::fork_generation.load(std::memory_order_relaxed);
   if (n > kMaxWorkers) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "Runtime::Options.cpus names %d CPUs; at most %d workers are supported", n, kMaxWorkers));
@@ -145,13 +229,15 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
   s->slpque_cpumasks.reset(new std::atomic<std::uint64_t>[kSleepHash * kMaskWords]());
 
   const std::size_t stack = internal::round_to_pages(opts.stack_size);
-  const std::uint64_t slice = internal::ns_to_ticks(absl::ToInt64Nanoseconds(opts.rr_slice));
-  const std::uint64_t spin = internal::ns_to_ticks(absl::ToInt64Nanoseconds(opts.idle_spin));
+  // Saturating: rr_slice infinite means never rotate, token_warn infinite never warn.
+  const std::uint64_t slice = internal::duration_to_ticks(opts.rr_slice);
+  const std::uint64_t spin = internal::duration_to_ticks(opts.idle_spin);
   absl::Status setup_error;
   for (int i = 0; i < n; ++i) {
     const int pu = cpus[static_cast<std::size_t>(i) % cpus.size()];
     const int numa = s->topo->numa_of(pu);
     void* mem = s->topo->alloc_on_node(sizeof(globaldata), numa);
+    if (mem) internal::lsan_register_root(mem, sizeof(globaldata));
     s->gd_on_node.push_back(mem != nullptr);
     if (!mem) mem = ::operator new(sizeof(globaldata), std::align_val_t{alignof(globaldata)});
     auto* gd = new (mem) globaldata;
@@ -164,7 +250,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
     gd->gd_cache_max = opts.thread_cache;
     gd->gd_slice_ticks = slice;
     gd->gd_idle_spin_ticks = spin;
-    gd->gd_token_warn_ticks = internal::ns_to_ticks(absl::ToInt64Nanoseconds(opts.token_warn));
+    gd->gd_token_warn_ticks = internal::duration_to_ticks(opts.token_warn);
     gd->gd_preempt_enable = opts.preempt;
     if (!gd->gd_parker.set_mechanism(opts.kick) && setup_error.ok()) {
       setup_error = absl::ResourceExhaustedError(absl::StrCat(
@@ -181,108 +267,276 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
     return setup_error;
   }
 
-  // Start the workers; each reports whether it could be placed.
+  // Start the workers; each reports whether it could be placed and set up. If an OS thread
+  // cannot be started (std::thread throws), the workers already started are stopped and
+  // everything is freed by the shutdown below, as for a worker's own failure.
   std::mutex mu;
   std::condition_variable cv;
   int started = 0;
   absl::Status first_error;
+  absl::Status start_error;
   runtime_state* rs = s.get();
-  for (int i = 0; i < n; ++i) {
+  rs->workers.reserve(static_cast<std::size_t>(n));  // emplace_back below cannot reallocate
+  for (int i = 0; i < n && start_error.ok(); ++i) {
     globaldata* gd = rs->gds[static_cast<std::size_t>(i)];
-    rs->workers.emplace_back([rs, gd, &mu, &cv, &started, &first_error] {
-      internal::t_mycpu = gd;
-      absl::Status st;
-      if (rs->opts.pin) st = rs->topo->bind_this_thread(gd->gd_pu);
-      gd->gd_pinned = rs->opts.pin && st.ok();
-      gd->gd_sigaltstack = internal::install_guard_handler_for_worker();
-      internal::init_idle_thread(gd);
-      {
-        std::lock_guard<std::mutex> l(mu);
-        if (!st.ok() && first_error.ok()) first_error = st;
-        ++started;
-        cv.notify_all();  // under the lock: create() destroys cv once all have started
+    int err = 0;
+    try {
+      namespace fi = internal::fault_injection;
+      if (fi::should_fail(fi::point::worker_start)) {
+        throw std::system_error(EAGAIN, std::generic_category(), "injected worker start");
       }
-      if (st.ok()) internal::idle_loop(gd);
-      internal::release_signal_stack(gd->gd_sigaltstack);
-      internal::t_mycpu = nullptr;
-    });
+      rs->workers.emplace_back([rs, gd, &mu, &cv, &started, &first_error] {
+        internal::t_mycpu = gd;
+        absl::Status st;
+        if (rs->opts.pin) st = rs->topo->bind_this_thread(gd->gd_pu);
+        gd->gd_pinned = rs->opts.pin && st.ok();
+        absl::StatusOr<void*> alt = internal::install_guard_handler_for_worker();
+        gd->gd_sigaltstack = alt.ok() ? *alt : nullptr;
+        if (!alt.ok() && st.ok()) st = alt.status();
+        internal::init_idle_thread(gd);
+        {
+          std::lock_guard<std::mutex> l(mu);
+          if (!st.ok() && first_error.ok()) first_error = st;
+          ++started;
+          cv.notify_all();  // under the lock: create() destroys cv once all have started
+        }
+        if (st.ok()) {
+          internal::idle_loop(gd);
+        } else {
+          gd->gd_stopped.store(true, std::memory_order_seq_cst);  // never ran: nothing to stop
+        }
+        internal::release_signal_stack(gd->gd_sigaltstack);
+        internal::t_mycpu = nullptr;
+      });
+    } catch (const std::system_error& e) {
+      err = e.code().value();
+    } catch (const std::bad_alloc&) {
+      err = ENOMEM;
+    }
+    if (err != 0) {
+      const char* name = strerrorname_np(err);
+      start_error = absl::ResourceExhaustedError(absl::StrFormat(
+          "Runtime::create: starting the OS thread of worker %d (of %d) failed: %s (%s)", i,
+          n, name ? std::string(name) : absl::StrCat("errno ", err), std::strerror(err)));
+    }
   }
+  const int launched = static_cast<int>(rs->workers.size());
   {
     std::unique_lock<std::mutex> l(mu);
-    cv.wait(l, [&] { return started == n; });
+    cv.wait(l, [&] { return started == launched; });
   }
   std::unique_ptr<Runtime> rt(new Runtime(std::move(s)));
-  if (!first_error.ok()) {
+  if (!start_error.ok() || !first_error.ok()) {
     (void)rt->shutdown(absl::ZeroDuration());
-    return first_error;
+    return start_error.ok() ? first_error : start_error;
   }
   return rt;
 }
 
 Runtime::~Runtime() {
+  runtime_state* rs = _s.get();
+  if (internal::inherited_across_fork(rs) && !rs->shut_down) {
+    // A forked child's copy of a live runtime: its workers do not exist here, so shutting
+    // down would wait forever. Skip all teardown silently (the child's exit reclaims the
+    // memory), so that a child may exit normally with the Runtime object still in scope.
+    rs->forked_next = internal::forked_runtimes.load(std::memory_order_relaxed);
+    while (!internal::forked_runtimes.compare_exchange_weak(rs->forked_next, rs)) {
+    }
+    (void)_s.release();
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> l(internal::g_runtimes_mu);
+    auto& v = internal::runtimes();
+    v.erase(std::remove(v.begin(), v.end(), rs), v.end());
+  }
   absl::Status st = shutdown();
   (void)st;  // shutdown() already reported abandoned threads on stderr
+  runtime_state* live = _s.get();  // a leaked runtime was replaced by an inert one
+  for (std::size_t i = 0; i < live->gds.size(); ++i) internal::destroy_globaldata(live, i);
+  live->gds.clear();
 }
 
 absl::StatusOr<thread_ref> Runtime::spawn(absl::AnyInvocable<void()> fn,
                                           const thread_options& opts) {
+  internal::check_not_forked(_s.get(), "Runtime::spawn");
   if (!fn) return absl::InvalidArgumentError("Runtime::spawn: empty function");
+  internal::api_guard g(_s.get());
+  if (!g.ok()) return absl::FailedPreconditionError("lwkt runtime is shutting down: no new threads");
   return internal::create_on(_s.get(), nullptr, nullptr, std::move(fn), opts);
 }
 
 absl::StatusOr<thread_ref> Runtime::spawn(void (*fn)(void*), void* arg,
                                           const thread_options& opts) {
+  internal::check_not_forked(_s.get(), "Runtime::spawn");
   if (!fn) return absl::InvalidArgumentError("Runtime::spawn: null function");
+  internal::api_guard g(_s.get());
+  if (!g.ok()) return absl::FailedPreconditionError("lwkt runtime is shutting down: no new threads");
   return internal::create_on(_s.get(), fn, arg, nullptr, opts);
 }
 
+namespace internal {
+namespace {
+
+// How long shutdown waits, after `grace`, for every worker to reach a switch point and stop.
+constexpr absl::Duration kStopTimeout = absl::Seconds(2);
+
+// One pass over every worker's message state (shutdown, phase 2). Quiet: every worker has
+// stopped running threads, its inbox is empty and no inbox handler runs, and every ring to
+// it has finished executing what was pushed (xindex == windex: a handler still running
+// keeps xindex behind). `work` sums monotonic progress counters: two quiet passes with equal
+// sums bracket an interval in which no handler ran, so none can have sent a message that a
+// pass missed (a double collect).
+struct collect_result {
+  bool quiet = true;
+  std::uint64_t work = 0;
+};
+collect_result collect(const runtime_state* rs) {
+  collect_result r;
+  // An entry point still in progress (it passed its api_guard before `stopping`) may post a
+  // message yet: not quiet until it has returned.
+  if (rs->api_calls.load(std::memory_order_seq_cst) > 0) r.quiet = false;
+  const std::size_t n = rs->gds.size();
+  for (std::size_t t = 0; t < n; ++t) {
+    const globaldata* gd = rs->gds[t];
+    r.work += gd->gd_stats.messages.get();
+    if (!gd->gd_stopped.load(std::memory_order_seq_cst) ||
+        gd->gd_inbox_busy.load(std::memory_order_seq_cst) || !gd->gd_inbox.empty()) {
+      r.quiet = false;
+    }
+    for (std::size_t s = 0; s < n; ++s) {
+      const ipiq::ring& ring = rs->rings[s * n + t];
+      const std::uint32_t x = ring.xindex();
+      r.work += x;
+      if (ring.windex_acquire() != x) r.quiet = false;
+    }
+  }
+  return r;
+}
+
+// Runtimes that shutdown could not stop (a thread never reached a switch point): their
+// workers still run, so their state is never freed; kept reachable for LeakSanitizer.
+std::mutex g_leaked_mu;
+std::vector<std::unique_ptr<runtime_state>>* g_leaked = nullptr;
+
+}  // namespace
+}  // namespace internal
+
+// Shutdown, in phases, each bounded:
+//   0. refuse new entry points (stopping) and wait for those in progress (api_guard);
+//   1. wait up to `grace` for threads to exit, then stop every worker: RQF_STOP makes each
+//      switch to its idle thread at its next switch point, and the idle loop acknowledges
+//      (gd_stopped) and from then on runs messages only, as that worker;
+//   2. wait until no message is pending or running anywhere (collect(), twice), then let
+//      the idle loops return (gd_exit) and join the workers;
+//   3. single-threaded: abandon the threads still alive and free their stacks. The
+//      globaldata stay until ~Runtime, so stats() and placement() keep working.
+// A worker whose thread never reaches a switch point cannot be stopped: after kStopTimeout
+// shutdown names that thread, leaves the runtime's memory to its still-running workers
+// (leaked on purpose) and returns FailedPrecondition.
 absl::Status Runtime::shutdown(absl::Duration grace) {
   runtime_state* rs = _s.get();
+  // In a forked child only a runtime already shut down before fork may be "shut down" again.
+  if (internal::inherited_across_fork(rs) && !rs->shut_down) {
+    internal::forked_child_abort("Runtime::shutdown");
+  }
   std::lock_guard<std::mutex> l(rs->shutdown_mu);
   if (rs->shut_down) return rs->shutdown_status;
   LWKT_ASSERT(internal::mycpu() == nullptr || internal::mycpu()->gd_runtime != rs, curthread(),
               "Runtime::shutdown called from one of its own workers");
-  rs->stopping.store(true, std::memory_order_release);
+  if (grace < absl::ZeroDuration()) grace = absl::ZeroDuration();
+  const absl::Time start = absl::Now();
+  const absl::Time deadline = grace == absl::InfiniteDuration() ? absl::InfiniteFuture()
+                                                                : start + grace;
+  rs->stopping.store(true, std::memory_order_seq_cst);
+  while (rs->api_calls.load(std::memory_order_seq_cst) > 0 && absl::Now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
 
-  // Let running and runnable threads finish.
-  const absl::Time deadline = absl::Now() + grace;
+  // Phase 1. (Workers whose OS thread never started have nothing to stop.)
+  for (std::size_t i = rs->workers.size(); i < rs->gds.size(); ++i) {
+    rs->gds[i]->gd_stopped.store(true, std::memory_order_seq_cst);
+  }
   while (internal::live_threads(rs) > 0 && absl::Now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  // Stop the idle loops (a worker leaves once its run queue and inbox are empty).
   for (globaldata* gd : rs->gds) {
-    gd->gd_stop.store(true, std::memory_order_release);
+    gd->gd_reqflags.fetch_or(RQF_STOP, std::memory_order_seq_cst);
+    gd->gd_stop.store(true, std::memory_order_seq_cst);
+    gd->gd_parker.kick();
+  }
+  const absl::Time stop_deadline = absl::Now() + internal::kStopTimeout;
+  std::vector<std::string> stuck;
+  for (;;) {
+    stuck.clear();
+    bool idle_only = false;
+    for (globaldata* gd : rs->gds) {
+      if (gd->gd_stopped.load(std::memory_order_seq_cst)) continue;
+      // Diagnostic read of the running thread (it is not switching: that is the problem).
+      thread* td = std::atomic_ref<thread*>(gd->gd_curthread).load(std::memory_order_relaxed);
+      // A worker in its idle thread runs only bounded message handlers before it
+      // acknowledges: slow (descheduled by the OS), not stuck. Only a thread of its own
+      // that keeps the worker counts against kStopTimeout.
+      if (td == &gd->gd_idlethread) {
+        idle_only = true;
+        continue;
+      }
+      stuck.push_back(absl::StrFormat("'%s' (worker %d)", td ? td->td_comm : "?", gd->gd_cpuid));
+    }
+    if ((stuck.empty() && !idle_only) || (!stuck.empty() && absl::Now() >= stop_deadline)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+
+  // Phase 2 (only when every worker stopped: a running thread could still send).
+  bool quiet = stuck.empty();
+  for (std::uint64_t last = ~std::uint64_t{0}; quiet;) {
+    const internal::collect_result c = internal::collect(rs);
+    if (c.quiet && c.work == last) break;
+    last = c.quiet ? c.work : ~std::uint64_t{0};
+    if (absl::Now() >= stop_deadline) quiet = false;
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  if (!quiet) {
+    if (stuck.empty()) stuck.push_back("(message handlers that never finish)");
+    rs->shutdown_status = absl::FailedPreconditionError(absl::StrFormat(
+        "lwkt shutdown: workers did not stop within %s after the grace period, because a "
+        "thread runs without reaching a switch point: %s; the runtime's memory is left to "
+        "them (leaked)",
+        absl::FormatDuration(internal::kStopTimeout), absl::StrJoin(stuck, ", ")));
+    std::fprintf(stderr, "%s\n", std::string(rs->shutdown_status.message()).c_str());
+    for (std::thread& t : rs->workers) t.detach();
+    rs->shut_down = true;
+    rs->leaked = true;
+    std::lock_guard<std::mutex> ll(internal::g_leaked_mu);
+    if (!internal::g_leaked) internal::g_leaked = new std::vector<std::unique_ptr<runtime_state>>;
+    internal::g_leaked->push_back(std::move(_s));
+    _s.reset(new runtime_state);  // an inert stand-in answers later calls
+    _s->stopping.store(true, std::memory_order_relaxed);
+    _s->shut_down = true;
+    _s->shutdown_status = rs->shutdown_status;
+    _s->fork_generation = rs->fork_generation;
+    return rs->shutdown_status;
+  }
+  for (globaldata* gd : rs->gds) {
+    gd->gd_exit.store(true, std::memory_order_seq_cst);
     gd->gd_parker.kick();
   }
   for (std::thread& t : rs->workers) t.join();
 
-  // Single-threaded from here. Messages that raced with the stop (wakeups, create requests,
-  // which fail now) still run, to a fixed point, so no request is left unanswered.
-  for (bool again = true; again;) {
-    again = false;
-    for (globaldata* gd : rs->gds) {
-      if (!gd->gd_inbox.empty() || internal::ipiq_pending(gd)) {
-        again = true;
-        gd->gd_cpusync_pending.clear();  // no master is left to release them
-        internal::drain_all(gd);
-      }
-    }
-  }
-
-  // Threads still alive are blocked forever: abandon them (joiners first, while every stack
-  // that may hold a join node is still mapped; then the stacks).
+  // Phase 3: threads still alive are blocked forever or were still runnable: abandon them
+  // (joiners first, while every stack that may hold a join node is still mapped; then the
+  // stacks).
   std::vector<thread*> abandoned;
   std::vector<std::string> names;
   for (globaldata* gd : rs->gds) {
     for (thread* td = gd->gd_tdallq; td; td = td->td_all_next) {
       abandoned.push_back(td);
-      names.push_back(absl::StrFormat("'%s' (worker %d)", td->td_comm, gd->gd_cpuid));
+      names.push_back(absl::StrFormat("'%s' (worker %d): %s", td->td_comm, gd->gd_cpuid,
+                                      (td->td_flags & TDF_RUNQ) ? "runnable" : "blocked"));
     }
   }
   for (thread* td : abandoned) internal::abandon_thread(td, false);
   for (thread* td : abandoned) internal::abandon_thread(td, true);
-  for (std::size_t i = 0; i < rs->gds.size(); ++i) internal::destroy_globaldata(rs, i);
-  rs->gds.clear();
 
   if (!abandoned.empty()) {
     rs->shutdown_status = absl::FailedPreconditionError(absl::StrFormat(
@@ -295,16 +549,23 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
 }
 
 void Runtime::wakeup(const void* ident) {
+  internal::check_not_forked(_s.get(), "Runtime::wakeup");
   globaldata* me = internal::mycpu();
   if (me && me->gd_runtime == _s.get()) {
     lwkt::wakeup(ident);
     return;
   }
-  // Every worker gets the request: a non-worker cannot read the slot masks' meaning cheaply
-  // and wakeups from outside are rare. Each message scans one hash slot.
-  for (globaldata* gd : _s->gds) {
-    internal::send_ipi(gd, internal::ipi_wakeup, const_cast<void*>(ident), 0, nullptr, false);
+  internal::wakeup_from_outside(_s.get(), ident, 0);
+}
+
+void Runtime::wakeup_one(const void* ident) {
+  internal::check_not_forked(_s.get(), "Runtime::wakeup_one");
+  globaldata* me = internal::mycpu();
+  if (me && me->gd_runtime == _s.get()) {
+    lwkt::wakeup_one(ident);
+    return;
   }
+  internal::wakeup_from_outside(_s.get(), ident, internal::PWAKEUP_ONE);
 }
 
 int Runtime::workers() const { return static_cast<int>(_s->workers.size()); }
@@ -318,7 +579,7 @@ std::vector<worker_info> Runtime::placement() const {
 }
 
 std::string Runtime::placement_report() const {
-  std::string out;
+  std::string out = absl::StrFormat("workers: %d (%s)\n", workers(), _s->workers_reason);
   for (const worker_info& w : placement()) {
     absl::StrAppendFormat(&out, "worker %d: PU %d (core %d, NUMA node %d), %s\n", w.worker,
                           w.pu, w.core, w.numa_node, w.pinned ? "pinned" : "not pinned");

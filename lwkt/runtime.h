@@ -17,6 +17,16 @@
 //   auto td = (*rt)->spawn([] { /* runs on a worker */ }, {.name = "hello"});
 //   td->join();
 //   (*rt)->shutdown();
+//
+// fork. fork() copies only the calling OS thread, so a child forked from a process with a
+// running Runtime has none of its workers and cannot use it. In the child, spawn(),
+// snapshot(), wakeup(), shutdown() (unless the runtime was shut down before the fork) and
+// thread_ref::join() of a live thread abort with "lwkt: Runtime::spawn called in a child
+// forked from a process running an lwkt runtime; the runtime cannot be used after fork"
+// (naming the call) instead of hanging; the destructor silently skips all teardown, so the
+// child may exit normally with the Runtime object in scope. The child may create a Runtime
+// of its own. Forking from an lwkt thread leaves the child on that thread's stack: call
+// only async-signal-safe functions there (exec, _exit).
 #pragma once
 
 #include <cstddef>
@@ -66,17 +76,41 @@ class Runtime {
   static constexpr int kAutoWorkers = -1;
   static constexpr std::size_t kMinStackSize = 16 * 1024;
   static constexpr std::size_t kMaxStackSize = std::size_t{1} << 30;
+  static constexpr std::size_t kDefaultGuardSize = 64 * 1024;
+  static constexpr std::size_t kMaxGuardSize = std::size_t{64} << 20;
 
   struct Options {
-    // Number of workers. kAutoWorkers: one per CPU in `cpus`. More workers than CPUs is
-    // allowed: workers are then placed round-robin over `cpus`.
+    // Number of workers. kAutoWorkers: one per CPU in `cpus`, but no more than the process's
+    // cgroup CPU quota allows: min(CPUs, ceil(quota / period)), at least 1, where the quota
+    // is cgroup v2 `cpu.max` ("200000 100000" = 2 CPUs; "max" = none) or v1
+    // cpu.cfs_quota_us / cpu.cfs_period_us, the smallest along the cgroup's path up to the
+    // mount (found from /proc/self/cgroup and /proc/self/mountinfo; a malformed or unreadable
+    // limit file is ignored), as Go sets GOMAXPROCS since 1.25. The quota is read once, at
+    // create(); placement_report()'s first line says which count was chosen and why. An
+    // explicit count (1 .. kMaxWorkers) is used as given, whatever the quota. More workers
+    // than CPUs is allowed: workers are then placed round-robin over `cpus`.
     int workers = kAutoWorkers;
     // OS indexes of the processing units to use; empty means all PUs the process may use.
     std::vector<int> cpus;
     // Bind each worker OS thread to its PU with hwloc.
     bool pin = true;
-    // Default lwkt thread stack size (bytes, rounded up to pages; guard page extra).
+    // Default lwkt thread stack size (bytes, rounded up to pages; guard region extra).
     std::size_t stack_size = 64 * 1024;
+    // PROT_NONE guard region mapped below every lwkt thread stack (bytes, rounded up to
+    // pages; at least one page, at most kMaxGuardSize). A thread that runs off the bottom
+    // of its stack faults there and the process aborts with "stack overflow in lwkt thread
+    // '<name>' ...". A frame larger than the guard can step over it into the neighbouring
+    // mapping unless its code probes the stack as it grows (gcc/clang
+    // -fstack-clash-protection; build your code with it). The default, 64 KiB, is what
+    // both architectures need:
+    //   - x86-64: stack-clash-protected code probes every 4 KiB page, so any guard works;
+    //     unprotected code is still caught unless one frame exceeds about 64 KiB.
+    //   - AArch64: gcc's stack-clash protection assumes a 64 KiB guard
+    //     (--param stack-clash-protection-guard-size=16, its default) and leaves frames
+    //     below that unprobed, so a smaller guard is skipped even by protected code.
+    // The guard costs address space only (never touched, never committed); a stack is two
+    // mappings whatever its guard size (see vm.max_map_count).
+    std::size_t guard_size = kDefaultGuardSize;
     // Per-worker cap on cached free threads (object + stack).
     std::size_t thread_cache = 64;
     // How long an idle worker polls for work before parking its OS thread in the kernel.
@@ -95,7 +129,9 @@ class Runtime {
   };
 
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Runtime>> create(const Options& opts);
-  ~Runtime();  // calls shutdown() if it was not called
+  // Calls shutdown() if it was not called. In a child forked from the process that created
+  // the runtime (see "fork" above) it does nothing at all: no teardown, no abort.
+  ~Runtime();
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
 
@@ -115,10 +151,11 @@ class Runtime {
   // Runs on: any OS thread that is not one of this runtime's workers.
   absl::Status shutdown(absl::Duration grace = absl::Seconds(10));
 
-  // Wakes the tsleep sleepers on `ident` (lwkt::wakeup), from an OS thread that is not a
-  // worker: each worker that may have sleepers on its hash slot gets a message.
-  // Runs on: any OS thread.
+  // Wakes the tsleep sleepers on `ident` (lwkt::wakeup) / at least one of them
+  // (lwkt::wakeup_one), from any OS thread: from outside the runtime each worker gets a
+  // message. A no-op once shutdown has begun. Runs on: any OS thread.
   void wakeup(const void* ident);
+  void wakeup_one(const void* ident);
 
   // Every worker's and thread's state (name, state, priority, worker, wait message, run
   // time, switch counts, tokens), each worker's part taken by the worker itself; ps()
@@ -128,11 +165,14 @@ class Runtime {
 
   int workers() const;
   std::vector<worker_info> placement() const;
-  // One line per worker: "worker 0: PU 3 (core 1, NUMA node 0), pinned".
+  // "workers: 2 (automatic: 64 PUs in the cpuset, cgroup cpu.max 200000/100000 = 2 CPUs)"
+  // (or "(Options.workers)"), then one line per worker: "worker 0: PU 3 (core 1, NUMA node
+  // 0), pinned".
   std::string placement_report() const;
   // The machine as hwloc sees it: packages, NUMA nodes, cores, PUs.
   std::string topology_report() const;
-  // Counters summed over workers (exact once the runtime is quiescent).
+  // Counters summed over workers (exact once the runtime is quiescent; after shutdown(),
+  // the final counts).
   runtime_stats stats() const;
 
  private:

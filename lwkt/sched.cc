@@ -18,10 +18,10 @@ thread_local globaldata* t_mycpu asm("lwkt_t_mycpu") __attribute__((tls_model("i
 void post(globaldata* gd, ipiq::inbox_msg* msg) {
   if (gd->gd_inbox.push(msg)) {
     // The producer that made the inbox non-empty flags it; crit_exit and lwkt_switch test
-    // the flag instead of the inbox. relaxed: the flag is only a hint to look; the message
-    // itself is published by the release CAS in push(), and the parker's fence orders it
-    // against parking.
-    gd->gd_reqflags.fetch_or(RQF_IPIQ, std::memory_order_relaxed);
+    // the flag instead of the inbox, so a busy worker sees a message only through it.
+    // seq_cst (release would do here: the consumer's seq_cst clear reads from this RMW or a
+    // later one, so its take_all sees the push). Modelled: ipiq/model/inbox_flag.pml.
+    gd->gd_reqflags.fetch_or(RQF_IPIQ, std::memory_order_seq_cst);
   }
   gd->gd_parker.kick();
 }
@@ -33,13 +33,22 @@ void drain_all(globaldata* gd) {
 
 void drain_inbox(globaldata* gd) {
   // Clear the flag before taking the list: a message pushed after take_all() then finds
-  // the inbox empty and sets the flag again, so none is left unflagged. (Load first: the
-  // idle loop calls this on every pass and an RMW costs a locked instruction.)
+  // the inbox empty and sets the flag again, so none is left unflagged. seq_cst, for two
+  // pairs that must hold on AArch64 too: (1) the inbox: the clear reads from the latest set
+  // (RMW order), and take_all() cannot be hoisted above it, so every push before that set
+  // is taken; (2) the rings: flag_ring() sets its mask bit and then loads the flag (both
+  // seq_cst) and skips the set when it sees it; this clear and process_ipiq's seq_cst mask
+  // load are the other half of that store-buffering pair: either the sender sees the flag
+  // cleared and sets it again, or the mask load sees its bit. (Load first: the idle loop
+  // calls this on every pass and an RMW costs a locked instruction.)
   if (gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ) {
-    gd->gd_reqflags.fetch_and(~RQF_IPIQ, std::memory_order_relaxed);
+    gd->gd_reqflags.fetch_and(~RQF_IPIQ, std::memory_order_seq_cst);
   }
+  if (gd->gd_inbox.empty()) return;
+  // seq_cst: shutdown's quiescence check must not see the inbox empty and not busy while
+  // handlers taken from it still run (store, then take: the store comes first).
+  gd->gd_inbox_busy.store(true, std::memory_order_seq_cst);
   ipiq::inbox_msg* m = gd->gd_inbox.take_all();
-  if (!m) return;
   ++gd->gd_intr_nesting_level;
   std::uint64_t n = 0;
   while (m) {
@@ -50,6 +59,11 @@ void drain_inbox(globaldata* gd) {
   }
   --gd->gd_intr_nesting_level;
   gd->gd_stats.messages.add(n);
+  gd->gd_inbox_busy.store(false, std::memory_order_release);
+}
+
+void not_lwkt_thread(const char* call) {
+  panic(nullptr, "%s called from an OS thread that is not an lwkt thread", call);
 }
 
 void crit_exit_work(globaldata* gd) {
@@ -121,6 +135,10 @@ void splz(globaldata* gd) {
   thread* td = gd->gd_curthread;
   ++td->td_critcount;
   while (gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ) drain_all(gd);
+  // Shutdown: the next yield point switches to the idle thread, which stops the worker.
+  if (gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_STOP) {
+    gd->gd_ast |= RQF_AST_LWKT_RESCHED;
+  }
   --td->td_critcount;
 }
 
@@ -135,6 +153,17 @@ void dequeue(globaldata* gd, thread* td) {
   if (!(td->td_flags & TDF_RUNQ)) return;
   td->td_flags &= ~TDF_RUNQ;
   gd->gd_tdrunq.remove(td);
+}
+
+// td is in transit (given away, not yet acquired): leave the request for acquire(), which
+// queues a thread scheduled meanwhile. seq_cst on both sides (here: flag, then re-read the
+// owner; acquire(): publish the owner, then take the flag) is a Dekker pair: either
+// acquire() sees the flag, or this re-read sees the new owner, and the caller forwards the
+// request there (both may happen: a harmless duplicate, schedule is idempotent).
+// Returns the owner that appeared meanwhile, or null when the request was left.
+globaldata* defer_schedule(thread* td) {
+  td->td_mpflags.fetch_or(TDF_MP_SCHEDPEND, std::memory_order_seq_cst);
+  return td->td_gd.load_seq_cst();
 }
 
 namespace {
@@ -157,21 +186,27 @@ void ipi_schedule(void* arg, std::intptr_t, void*, void* ctx) {
   schedule_on_owner(static_cast<globaldata*>(ctx), static_cast<thread*>(arg));
 }
 
+// Ownership is checked in state the owner published (td_gd, see owner_ptr in thread.h):
+// td_gd == gd means gd owns td and sees every change its previous owner made. Between
+// setcpu_self's handoff and ipi_adopt the new owner already owns td, which is still
+// TDF_MIGRATING: enqueue and dequeue leave it alone (ipi_adopt queues it).
 void ipi_deschedule(void* arg, std::intptr_t, void*, void* ctx) {
   auto* gd = static_cast<globaldata*>(ctx);
   auto* td = static_cast<thread*>(arg);
   globaldata* owner = td->td_gd;
-  if (owner != gd) {
+  if (owner && owner != gd) {
     send_ipi(owner, ipi_deschedule, td, 0, nullptr, false);  // chase; the hold travels
     return;
   }
-  if (!(td->td_flags & TDF_EXITING)) dequeue(gd, td);
+  // owner == null: in transit after giveaway, so not queued anywhere: nothing to undo.
+  if (owner && !(td->td_flags & TDF_EXITING)) dequeue(gd, td);
   rele(td);
 }
 
 void schedule_remote(thread* td) {
   globaldata* me = mycpu();
   globaldata* owner = td->td_gd;
+  if (!owner && !(owner = defer_schedule(td))) return;  // acquire() will queue it
   if (me && me->gd_runtime == owner->gd_runtime) {
     hold(td);  // keeps the object valid while the message is in flight
     send_ipi(owner, ipi_schedule, td, 0, nullptr, false);
@@ -195,8 +230,8 @@ void scheduler_clock(globaldata* gd, thread* td) {
   thread* head = gd->gd_tdrunq.head();
   if (head == td) {
     thread* nxt = gd->gd_tdrunq.next(td);
-    if (nxt && nxt->td_pri == td->td_pri && nxt->td_upri == td->td_upri) {
-      gd->gd_tdrunq.rotate(td);
+    if (nxt && nxt->td_pri == td->td_pri) {  // upri ignored, as DragonFly does
+      gd->gd_tdrunq.rotate_level(td);
       gd->gd_ast |= RQF_AST_LWKT_RESCHED;
     }
   } else if (head) {
@@ -224,6 +259,10 @@ __attribute__((noinline, no_sanitize("thread"))) thread* cpu_switch_to(globaldat
   } else {
     ++td->td_nvcsw;   // it blocked
   }
+  // Each lwkt thread has its own C++ exception state (caught stack, uncaught count).
+  eh_state* eh = gd->gd_eh;
+  td->td_eh = *eh;
+  *eh = ntd->td_eh;
   const bool dying = td->td_flags & TDF_EXITING;
   asan_start_switch(dying ? nullptr : &td->td_asan_fake_stack, ntd->td_stack.lo,
                     ntd->td_stack.size);
@@ -235,6 +274,10 @@ __attribute__((noinline, no_sanitize("thread"))) thread* cpu_switch_to(globaldat
 
 void schedule_on_owner(globaldata* gd, thread* td) {
   globaldata* owner = td->td_gd;
+  if (!owner && !(owner = defer_schedule(td))) {
+    rele(td);
+    return;
+  }
   if (owner != gd) {
     send_ipi(owner, ipi_schedule, td, 0, nullptr, false);  // chase; the hold travels
     return;
@@ -263,8 +306,12 @@ void switch_return(globaldata* gd, thread* prev) {
   prev->td_flags &= ~TDF_RUNNING;
   if (globaldata* target = prev->td_migrate_gd) {
     // prev is off its stack only now: hand it to its new worker (DragonFly: the next
-    // thread's lwkt_switch_return sends the adopt message).
+    // thread's lwkt_switch_return sends the adopt message). The old owner publishes the new
+    // one itself, as its last write to prev: from this store on, requests that reach this
+    // worker chase prev to `target`, and target's handlers see prev TDF_MIGRATING until
+    // ipi_adopt runs there (release: everything done to prev here is visible to them).
     prev->td_migrate_gd = nullptr;
+    prev->td_gd = target;
     send_ipi(target, ipi_adopt, prev, 0, nullptr, false);
     return;
   }
@@ -303,19 +350,21 @@ void deschedule(thread* td) {
     crit_exit();
     return;
   }
+  globaldata* owner = td->td_gd;
+  if (!owner) return;  // in transit after giveaway: not queued anywhere
   hold(td);  // released by the owner's handler
-  internal::send_ipi(td->td_gd, internal::ipi_deschedule, td, 0, nullptr, false);
+  internal::send_ipi(owner, internal::ipi_deschedule, td, 0, nullptr, false);
 }
 
 void schedule_self() {
-  globaldata* gd = mycpu();
+  globaldata* gd = internal::lwkt_caller("lwkt::schedule_self");
   thread* td = gd->gd_curthread;
   LWKT_ASSERT(!(td->td_flags & TDF_IDLETHREAD), td, "schedule_self by the idle thread");
   internal::enqueue_crit(gd, td);
 }
 
 void deschedule_self() {
-  globaldata* gd = mycpu();
+  globaldata* gd = internal::lwkt_caller("lwkt::deschedule_self");
   thread* td = gd->gd_curthread;
   ++td->td_critcount;
   internal::dequeue(gd, td);
@@ -329,6 +378,9 @@ void lwkt_switch() {
   LWKT_ASSERT(gd->gd_intr_nesting_level == 0, td,
               "lwkt_switch inside a message handler (gd_intr_nesting_level=%d)",
               gd->gd_intr_nesting_level);
+  LWKT_ASSERT(td->td_cscount == 0, td,
+              "lwkt_switch while mastering a cpusync (between cpusync_interlock and "
+              "cpusync_deinterlock the master must not block or yield)");
   ++td->td_critcount;
   // A token is held only while its holder runs (reacquired below, or when td next runs).
   if (td->td_toks_stop != td->td_toks_array) internal::relalltokens(td);
@@ -352,13 +404,16 @@ void lwkt_switch() {
   }
   // Remote schedule requests and expired sleep timeouts may make a better thread runnable:
   // take them in first.
-  if (gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ) internal::drain_all(gd);
+  const std::uint32_t rq = gd->gd_reqflags.load(std::memory_order_relaxed);
+  if (rq & RQF_IPIQ) internal::drain_all(gd);
   if (!gd->gd_timers.empty()) internal::run_timers(gd);
   if (gd->gd_switch_stamp >= gd->gd_next_loadav) internal::loadav_tick(gd, gd->gd_switch_stamp);
   gd->gd_ast &= ~RQF_AST_LWKT_RESCHED;
   // The best runnable thread whose tokens can all be had; contended ones stay queued and
   // are skipped (contention never blocks the worker). None: the idle thread, which retries.
-  thread* ntd = gd->gd_tdrunq.head();
+  // Once shutdown stops the worker (RQF_STOP), always the idle thread: what is still
+  // queued is abandoned.
+  thread* ntd = (rq & RQF_STOP) ? nullptr : gd->gd_tdrunq.head();
   while (ntd && ((ntd->td_flags & TDF_PREEMPT_LOCK) || !internal::getalltokens(gd, ntd))) {
     ntd = gd->gd_tdrunq.next(ntd);
   }
@@ -390,7 +445,7 @@ void splz_if_pending(globaldata* gd) {
 }  // namespace
 
 void yield() {
-  globaldata* gd = mycpu();
+  globaldata* gd = internal::lwkt_caller("lwkt::yield");
   thread* td = gd->gd_curthread;
   splz_if_pending(gd);
   internal::scheduler_clock(gd, td);
@@ -403,13 +458,14 @@ void yield() {
 }
 
 void yield_quick() {
-  globaldata* gd = mycpu();
+  globaldata* gd = internal::lwkt_caller("lwkt::yield_quick");
   thread* td = gd->gd_curthread;
   splz_if_pending(gd);
   if (gd->gd_ast & RQF_AST_LWKT_RESCHED) {
     ++td->td_critcount;
     thread* head = gd->gd_tdrunq.head();
-    if (head == nullptr || head == td) {
+    if ((head == nullptr || head == td) &&
+        !(gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_STOP)) {
       gd->gd_ast &= ~RQF_AST_LWKT_RESCHED;
     } else {
       internal::enqueue(gd, td);
@@ -420,10 +476,11 @@ void yield_quick() {
 }
 
 void setpri(thread* td, int pri) {
-  globaldata* gd = mycpu();
+  globaldata* gd = internal::lwkt_caller("lwkt::setpri");
   LWKT_ASSERT(pri >= TDPRI_IDLE_WORK && pri <= TDPRI_MAX, td, "setpri to %d, outside [%d, %d]",
               pri, TDPRI_IDLE_WORK, TDPRI_MAX);
   LWKT_ASSERT(gd && td->td_gd == gd, td, "setpri from a worker that does not own it");
+  if (td->td_pri == pri) return;  // DragonFly: no re-queue, so no rotation
   ++gd->gd_curthread->td_critcount;
   if (td->td_flags & TDF_RUNQ) {
     gd->gd_tdrunq.remove(td);
@@ -437,6 +494,8 @@ void setpri(thread* td, int pri) {
   crit_exit();
 }
 
-void setpri_self(int pri) { setpri(curthread(), pri); }
+void setpri_self(int pri) {
+  setpri(internal::lwkt_caller("lwkt::setpri_self")->gd_curthread, pri);
+}
 
 }  // namespace lwkt

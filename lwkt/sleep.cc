@@ -15,7 +15,6 @@ namespace lwkt {
 namespace internal {
 namespace {
 
-constexpr int PWAKEUP_ONE = 0x8000;
 constexpr int PWAKEUP_MYCPU = 0x4000;
 
 std::size_t sleep_hash(const void* ident) {
@@ -87,7 +86,11 @@ void sleepq_remove(globaldata* gd, thread* td) {
   } else {
     gd->gd_sleepq[h] = td->td_sleep_next;
   }
-  if (td->td_sleep_next) td->td_sleep_next->td_sleep_prev = td->td_sleep_prev;
+  if (td->td_sleep_next) {
+    td->td_sleep_next->td_sleep_prev = td->td_sleep_prev;
+  } else {
+    gd->gd_sleepq_tail[h] = td->td_sleep_prev;
+  }
   td->td_sleep_next = td->td_sleep_prev = nullptr;
   td->td_flags &= ~TDF_TSLEEPQ;
   td->td_wchan = nullptr;
@@ -102,10 +105,15 @@ void sleepq_remove(globaldata* gd, thread* td) {
 void sleepq_insert(globaldata* gd, thread* td, const void* ident) {
   const std::size_t h = sleep_hash(ident);
   td->td_wchan = ident;
-  td->td_sleep_prev = nullptr;
-  td->td_sleep_next = gd->gd_sleepq[h];
-  if (td->td_sleep_next) td->td_sleep_next->td_sleep_prev = td;
-  gd->gd_sleepq[h] = td;
+  // Appended, as DragonFly does: sleepers are woken in arrival order (wakeup_one: the oldest).
+  td->td_sleep_next = nullptr;
+  td->td_sleep_prev = gd->gd_sleepq_tail[h];
+  if (td->td_sleep_prev) {
+    td->td_sleep_prev->td_sleep_next = td;
+  } else {
+    gd->gd_sleepq[h] = td;
+  }
+  gd->gd_sleepq_tail[h] = td;
   td->td_flags |= TDF_TSLEEPQ;
   // seq_cst: the Dekker pair with wakeup(): either this bit is visible to a waker's mask read
   // (after its fence), or the sleeper's later check of its condition sees the waker's change.
@@ -170,11 +178,13 @@ void do_wakeup(globaldata* me, const void* ident, int flags) {
 void ipi_interrupt(void* arg, std::intptr_t, void*, void* ctx) {
   auto* gd = static_cast<globaldata*>(ctx);
   auto* td = static_cast<thread*>(arg);
-  if (td->td_gd != gd) {
-    send_ipi(td->td_gd, ipi_interrupt, td, 0, nullptr, false);  // chase; the hold travels
+  globaldata* owner = td->td_gd;  // see ipi_deschedule (sched.cc) for the ownership rule
+  if (owner && owner != gd) {
+    send_ipi(owner, ipi_interrupt, td, 0, nullptr, false);  // chase; the hold travels
     return;
   }
-  if ((td->td_flags & TDF_SINTR) && (td->td_flags & TDF_TSLEEPQ)) wake_thread(gd, td);
+  // null: in transit after giveaway, off every sleep queue; TDF_MP_INTR stays pending.
+  if (owner && (td->td_flags & TDF_SINTR) && (td->td_flags & TDF_TSLEEPQ)) wake_thread(gd, td);
   rele(td);
 }
 
@@ -216,6 +226,10 @@ void tsleep_interlock(const void* ident, int) {
     if (td->td_flags & TDF_TSLEEPQ) internal::sleepq_remove(gd, td);
     internal::sleepq_insert(gd, td, ident);
   }
+  // The caller re-checks its condition next, possibly with an acquire or relaxed load: on
+  // AArch64 (LDAPR) that load may pass the mask RMW above, losing a wakeup (spin model
+  // lwkt/model/tsleep_wakeup.pml, mutation RELAXED_INSERT). The fence orders it after.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   crit_exit();
 }
 
@@ -248,10 +262,12 @@ int tsleep(const void* ident, int flags, const char* wmesg, absl::Duration timeo
     td->td_flags |= TDF_TSLEEP_DESCHEDULED | ((flags & PCATCH) ? TDF_SINTR : 0);
     td->td_flags &= ~TDF_TIMEOUT;
     td->td_wmesg = wmesg;
-    const bool timed = timeout > absl::ZeroDuration() && timeout != absl::InfiniteDuration();
-    if (timed) {
-      internal::timer_add(gd, td, internal::cheap_clock() +
-                                      internal::ns_to_ticks(absl::ToInt64Nanoseconds(timeout)) + 1);
+    // Saturating conversion: a deadline past the clock's range is no timeout at all.
+    std::uint64_t at =
+        internal::deadline_after(internal::cheap_clock(), internal::duration_to_ticks(timeout));
+    if (at != internal::kNeverTicks) ++at;  // never early
+    if (timeout > absl::ZeroDuration() && at != internal::kNeverTicks) {
+      internal::timer_add(gd, td, at);
     }
     // An interrupt() after the check above sends its message to this worker, which runs it
     // only in lwkt_switch's drain, after TDF_SINTR is set: it cannot be missed.
@@ -274,17 +290,19 @@ int tsleep(const void* ident, int flags, const char* wmesg, absl::Duration timeo
 }
 
 void wakeup(const void* ident) {
-  globaldata* gd = mycpu();
-  LWKT_ASSERT(gd != nullptr, nullptr,
-              "lwkt::wakeup from an OS thread that is not a worker: use Runtime::wakeup");
-  internal::do_wakeup(gd, ident, 0);
+  if (globaldata* gd = mycpu()) {
+    internal::do_wakeup(gd, ident, 0);
+  } else {
+    internal::wakeup_from_outside_all(ident, 0);
+  }
 }
 
 void wakeup_one(const void* ident) {
-  globaldata* gd = mycpu();
-  LWKT_ASSERT(gd != nullptr, nullptr,
-              "lwkt::wakeup_one from an OS thread that is not a worker: use Runtime::wakeup");
-  internal::do_wakeup(gd, ident, internal::PWAKEUP_ONE);
+  if (globaldata* gd = mycpu()) {
+    internal::do_wakeup(gd, ident, internal::PWAKEUP_ONE);
+  } else {
+    internal::wakeup_from_outside_all(ident, internal::PWAKEUP_ONE);
+  }
 }
 
 void wakeup_mycpu(const void* ident) {
@@ -303,8 +321,10 @@ void interrupt(thread* td, bool restart) {
     crit_exit();
     return;
   }
+  globaldata* owner = td->td_gd;
+  if (!owner) return;  // in transit: on no sleep queue; the request waits in td_mpflags
   hold(td);
-  internal::send_ipi(td->td_gd, internal::ipi_interrupt, td, 0, nullptr, false);
+  internal::send_ipi(owner, internal::ipi_interrupt, td, 0, nullptr, false);
 }
 
 int lwkt_pause(absl::Duration timeout) {

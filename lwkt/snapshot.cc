@@ -96,9 +96,9 @@ void ipi_snapshot(void* arg, std::intptr_t, void*, void* ctx) {
 
 absl::StatusOr<runtime_snapshot> Runtime::snapshot() {
   internal::runtime_state* rs = _s.get();
-  if (rs->stopping.load(std::memory_order_acquire)) {
-    return absl::FailedPreconditionError("lwkt runtime is shutting down: no snapshot");
-  }
+  internal::check_not_forked(rs, "Runtime::snapshot");
+  internal::api_guard g(rs);
+  if (!g.ok()) return absl::FailedPreconditionError("lwkt runtime is shutting down: no snapshot");
   runtime_snapshot snap;
   snap.workers.resize(rs->gds.size());
   std::vector<internal::snapshot_request> reqs(rs->gds.size());
@@ -137,23 +137,24 @@ std::string runtime_snapshot::ps() const {
 // ---- should_yield / maybe_yield / kern_yield.
 
 bool should_yield() {
-  globaldata* gd = internal::mycpu();
+  globaldata* gd = internal::lwkt_caller("lwkt::should_yield");
   thread* td = gd->gd_curthread;
   // FreeBSD's hogticks: the thread has run for a whole slice since it was switched in.
   return internal::cheap_clock() - td->td_slice_start >= gd->gd_slice_ticks;
 }
 
 void maybe_yield() {
+  internal::lwkt_caller("lwkt::maybe_yield");
   if (should_yield()) kern_yield(kPriUser);
 }
 
 void kern_yield(int pri) {
-  globaldata* gd = internal::mycpu();
+  globaldata* gd = internal::lwkt_caller("lwkt::kern_yield");
   thread* td = gd->gd_curthread;
   if (pri != kPriUser) setpri_self(pri);
   // Relinquish: go behind every thread of our priority (voluntary round robin) and switch.
   ++td->td_critcount;
-  if (td->td_flags & TDF_RUNQ) gd->gd_tdrunq.rotate(td);
+  if (td->td_flags & TDF_RUNQ) gd->gd_tdrunq.rotate_level(td);
   internal::enqueue(gd, td);
   lwkt_switch();
   crit_exit();

@@ -2,7 +2,12 @@
 // (DragonFly lwkt_thread.c: lwkt_alloc_thread, lwkt_create, lwkt_exit, lwkt_free_thread).
 #include "lwkt/thread.h"
 
+#include <cxxabi.h>
+
 #include <cstring>
+#include <exception>
+#include <new>
+#include <typeinfo>
 
 #include "absl/strings/str_format.h"
 #include "lwkt/internal/completion.h"
@@ -25,8 +30,20 @@ inline constexpr std::uintptr_t kJoinClosed = 1;
 
 namespace {
 
+// Returns a stack to the worker's stack cache, or unmaps it.
+void release_stack(globaldata* gd, thread_stack& st) {
+  if (st.size == gd->gd_default_stack && gd->gd_freestacks.size() < gd->gd_cache_max) {
+    gd->gd_freestacks.push_back(st);
+    st = thread_stack{};
+  } else {
+    unmap_stack(st);
+    gd->gd_stats.stacks_unmapped.add();
+  }
+}
+
 // Returns a thread object with a stack of `size` bytes: from the free-thread cache when the
-// size is the default, else a new object and a cached or fresh stack.
+// size is the default, else a new object and a cached or fresh stack. ResourceExhausted
+// when the stack cannot be mapped or the object allocated (never throws).
 absl::StatusOr<thread*> alloc_thread(globaldata* gd, std::size_t size) {
   if (size == gd->gd_default_stack && gd->gd_freetd) {
     thread* td = gd->gd_freetd;
@@ -41,25 +58,22 @@ absl::StatusOr<thread*> alloc_thread(globaldata* gd, std::size_t size) {
     gd->gd_freestacks.pop_back();
     gd->gd_stats.cache_hits.add();
   } else {
-    absl::StatusOr<thread_stack> m = map_stack(size);
+    const std::size_t guard =
+        gd->gd_runtime ? gd->gd_runtime->opts.guard_size : Runtime::kDefaultGuardSize;
+    absl::StatusOr<thread_stack> m = map_stack(size, guard);
     if (!m.ok()) return m.status();
     st = *m;
     gd->gd_stats.stacks_mapped.add();
   }
-  thread* td = new thread;
+  namespace fi = fault_injection;
+  thread* td = fi::should_fail(fi::point::thread_alloc) ? nullptr : new (std::nothrow) thread;
+  if (!td) {
+    release_stack(gd, st);
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "allocation of a %u-byte lwkt thread object failed", sizeof(thread)));
+  }
   td->td_stack = st;
   return td;
-}
-
-// Returns a stack to the worker's stack cache, or unmaps it.
-void release_stack(globaldata* gd, thread_stack& st) {
-  if (st.size == gd->gd_default_stack && gd->gd_freestacks.size() < gd->gd_cache_max) {
-    gd->gd_freestacks.push_back(st);
-    st = thread_stack{};
-  } else {
-    unmap_stack(st);
-    gd->gd_stats.stacks_unmapped.add();
-  }
 }
 
 }  // namespace
@@ -148,6 +162,7 @@ absl::StatusOr<thread_ref> create_local(globaldata* gd, void (*fn)(void*), void*
   td->td_migrate_gd = nullptr;
   td->td_cscount = 0;
   td->td_preempted = nullptr;
+  td->td_eh = eh_state{};
   td->td_wchan = nullptr;
   td->td_sleep_next = td->td_sleep_prev = nullptr;
   td->td_timer_index = -1;
@@ -168,7 +183,9 @@ absl::StatusOr<thread_ref> create_local(globaldata* gd, void (*fn)(void*), void*
   if (opts.nostart) {
     td->td_flags |= TDF_NOSTART;
   } else {
-    wakeup_thread(td);  // local: gd is the calling worker
+    // gd is the calling worker: the same rule as lwkt::schedule, so a better preemptable
+    // thread created from outside a critical section runs at once (lwkt_preempt).
+    schedule(td);
   }
   return ref;
 }
@@ -285,8 +302,14 @@ extern "C" [[noreturn]] void lwkt_thread_bootstrap(thread* prev, thread* td) {
     } else {
       td->td_callable();
     }
+  } catch (const std::exception& e) {
+    int rc = 0;
+    char* type = abi::__cxa_demangle(typeid(e).name(), nullptr, nullptr, &rc);  // leaks: aborting
+    internal::panic(td, "exception escaped the thread function: %s: %s",
+                    rc == 0 && type ? type : typeid(e).name(), e.what());
   } catch (...) {
-    internal::panic(td, "uncaught exception escaped the thread function");
+    internal::panic(td, "exception of a type not derived from std::exception escaped the "
+                        "thread function");
   }
   exit_self();
 }
@@ -346,10 +369,16 @@ bool thread_ref::abandoned() const {
 }
 
 void thread_ref::join() {
+  LWKT_ASSERT(_td != nullptr, nullptr, "thread_ref::join of an empty thread_ref");
   thread* self = curthread();
   LWKT_ASSERT(self != _td, _td, "a thread cannot join itself");
   LWKT_ASSERT(!self || self->td_critcount == 0, self,
               "join inside a critical section (td_critcount=%d)", self ? self->td_critcount : 0);
+  // A live thread of a runtime inherited across fork never exits here (runtime_state.h).
+  if (!self && _td->td_joinq.load(std::memory_order_acquire) != internal::kJoinClosed) {
+    globaldata* owner = _td->td_gd;
+    if (owner) internal::check_not_forked(owner->gd_runtime, "thread_ref::join");
+  }
   internal::join_node node;
   std::uintptr_t head = _td->td_joinq.load(std::memory_order_acquire);
   do {

@@ -59,6 +59,7 @@ inline constexpr std::uint32_t TDF_MP_ABANDONED = 0x0004; // still blocked at sh
 inline constexpr std::uint32_t TDF_MP_GIVEN = 0x0008;     // giveaway() done; acquire() may take it
 inline constexpr std::uint32_t TDF_MP_INTR = 0x0010;      // lwkt::interrupt() pending
 inline constexpr std::uint32_t TDF_MP_RESTART = 0x0020;   // ... and asks for ERESTART
+inline constexpr std::uint32_t TDF_MP_SCHEDPEND = 0x0040; // scheduled while in transit
 
 inline constexpr int kAnyWorker = -1;
 inline constexpr int LWKT_MAXTOKENS = 32;  // token references per thread
@@ -86,21 +87,41 @@ struct thread_stack {
   std::size_t size = 0;  // usable bytes; the stack grows down from lo + size
 };
 
-// A pointer read and written with relaxed atomics: for fields the owner writes and other
-// OS threads read only as a hint (td_gd: a request sent to a stale owner chases the thread).
+// The owning worker of a thread, published with release and read with acquire.
+//
+// Ownership handoff (migration): the *old* owner is the one that publishes the change, as
+// its last act on the thread: setcpu_self's old worker stores the new owner before sending
+// the adopt message; giveaway stores null ("in transit": no owner) and acquire stores the
+// acquirer. A message handler that finds td_gd == itself therefore owns the thread's
+// scheduling state (td_flags, links), and everything the previous owner wrote is visible to
+// it (the acquire load pairs with the publishing release store). One that finds another
+// worker forwards the request; one that finds null records it (see lwkt::schedule).
 template <typename T>
-class relaxed_ptr {
+class owner_ptr {
  public:
-  relaxed_ptr(T* v = nullptr) : _p(v) {}  // NOLINT: implicit, reads like a plain pointer
-  operator T*() const { return _p.load(std::memory_order_relaxed); }
-  T* operator->() const { return _p.load(std::memory_order_relaxed); }
-  relaxed_ptr& operator=(T* v) {
-    _p.store(v, std::memory_order_relaxed);
+  owner_ptr(T* v = nullptr) : _p(v) {}  // NOLINT: implicit, reads like a plain pointer
+  operator T*() const { return _p.load(std::memory_order_acquire); }
+  T* operator->() const { return _p.load(std::memory_order_acquire); }
+  owner_ptr& operator=(T* v) {
+    _p.store(v, std::memory_order_release);
     return *this;
   }
+  // seq_cst store: acquire() pairs it with its check of TDF_MP_SCHEDPEND (a Dekker pair
+  // with a schedule() that found the thread in transit).
+  void store_seq_cst(T* v) { _p.store(v, std::memory_order_seq_cst); }
+  T* load_seq_cst() const { return _p.load(std::memory_order_seq_cst); }
 
  private:
   std::atomic<T*> _p;
+};
+
+// libstdc++/Itanium C++ ABI per-OS-thread exception state (__cxa_eh_globals: the stack of
+// caught exceptions and the uncaught count). Each lwkt thread keeps its own copy, swapped
+// into the worker OS thread's at every switch, so `throw;`, std::current_exception() and
+// std::uncaught_exceptions() see the running lwkt thread's exceptions only.
+struct eh_state {
+  void* caught = nullptr;
+  unsigned int uncaught = 0;
 };
 
 // An inbox message that names its thread (embedded in each thread for remote scheduling).
@@ -111,9 +132,9 @@ struct thread_msg : ipiq::inbox_msg {
 struct thread {
   // --- Switch state; owner only.
   void* td_sp = nullptr;                 // saved stack pointer while switched out
-  // Owning worker. Written by the owner at creation and by the adopting worker when the
-  // thread migrates (after the handoff message); read by anyone as a destination hint.
-  relaxed_ptr<globaldata> td_gd;
+  // Owning worker (see owner_ptr): null while in transit between giveaway and acquire.
+  // Read by anyone as a destination; a request sent to a stale owner chases the thread.
+  owner_ptr<globaldata> td_gd;
   thread* td_rq_next = nullptr;          // run-queue links (gd_tdrunq)
   thread* td_rq_prev = nullptr;
   thread* td_rqg_next = nullptr;         // run-queue group links, valid on a group's tail
@@ -122,6 +143,7 @@ struct thread {
   thread* td_all_prev = nullptr;
   int td_pri = TDPRI_KERN_DAEMON;        // run-queue priority
   int td_upri = 0;                       // tie-break among equal td_pri
+  int td_rq_upri = 0;                    // run-queue sort key: td_upri, or lower once rotated
   int td_critcount = 0;                  // critical-section nesting (carried across switches)
   std::uint32_t td_flags = 0;            // TDF_*; owner only
   std::uint64_t td_slice_start = 0;      // cheap-clock stamp of the last switch-in
@@ -148,6 +170,7 @@ struct thread {
   int td_timer_index = -1;               // position in the worker's timer heap, -1: none
   int td_cscount = 0;                    // > 0 while mastering a cpusync
   thread* td_preempted = nullptr;        // on a preemptor: the thread it preempted
+  eh_state td_eh;                        // C++ exception state while switched out
 
   // --- Written by foreign OS threads too.
   std::atomic<std::uint32_t> td_mpflags{0};  // TDF_MP_*; atomic RMW only

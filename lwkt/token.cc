@@ -100,8 +100,7 @@ void internal::gettoken_slow(lwkt_token* tok) {
 void gettoken_shared(lwkt_token* tok) { get_blocking(tok, tokens::TOK_EXCLREQ); }
 
 bool trytoken(lwkt_token* tok) {
-  thread* td = curthread();
-  LWKT_ASSERT(td != nullptr, nullptr, "trytoken from an OS thread that is not a worker");
+  thread* td = internal::lwkt_caller("lwkt::trytoken")->gd_curthread;
   tokens::tokref* ref = push_ref(td, tok, tokens::TOK_EXCLUSIVE);
   if (tokens::try_ref(ref, internal::token_stack(td), /*advertise=*/false)) return true;
   --td->td_toks_stop;
@@ -110,7 +109,7 @@ bool trytoken(lwkt_token* tok) {
 }
 
 void internal::reltoken_slow(lwkt_token* tok) {
-  thread* td = curthread();
+  thread* td = internal::lwkt_caller("lwkt::reltoken")->gd_curthread;
   LWKT_ASSERT(td != nullptr && td->td_toks_stop != td->td_toks_array, td,
               "reltoken('%s') without holding any token", tok->t_desc);
   tokens::tokref* ref = td->td_toks_stop - 1;
@@ -122,7 +121,7 @@ void internal::reltoken_slow(lwkt_token* tok) {
 }
 
 void token_swap() {
-  thread* td = curthread();
+  thread* td = internal::lwkt_caller("lwkt::token_swap")->gd_curthread;
   LWKT_ASSERT(td->td_toks_stop - td->td_toks_array >= 2, td, "token_swap with fewer than two");
   tokens::tokref* a = td->td_toks_stop - 2;
   tokens::tokref* b = td->td_toks_stop - 1;
@@ -140,7 +139,7 @@ void token_swap() {
 }
 
 int cnttoken(const lwkt_token* tok) {
-  thread* td = curthread();
+  thread* td = internal::lwkt_caller("lwkt::cnttoken")->gd_curthread;
   int n = 0;
   for (tokens::tokref* r = td->td_toks_array; r != td->td_toks_stop; ++r) n += r->tr_tok == tok;
   return n;

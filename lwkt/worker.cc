@@ -2,6 +2,9 @@
 // idle thread and cpu_idle: run what is runnable, poll briefly, then halt until kicked).
 #include <pthread.h>
 
+#include <cxxabi.h>
+
+#include <algorithm>
 #include <cstring>
 
 #include "lwkt/internal/clock.h"
@@ -15,16 +18,25 @@ namespace lwkt::internal {
 void idle_loop(globaldata* gd) {
   thread* td = &gd->gd_idlethread;
   for (;;) {
+    // Shutdown, phase 1: once stopped, the worker runs no lwkt thread again (lwkt_switch
+    // picks only this idle thread under RQF_STOP) but keeps running messages, so that
+    // requests between workers (wakeups, adoptions, user IPIs) are all answered here, as
+    // this worker, until shutdown finds every worker quiescent and sets gd_exit.
+    const bool stopped = gd->gd_stop.load(std::memory_order_acquire);
+    if (stopped && !gd->gd_stopped.load(std::memory_order_relaxed)) {
+      gd->gd_stopped.store(true, std::memory_order_seq_cst);
+    }
     ++td->td_critcount;
     drain_all(gd);
-    lwkt_switch();  // runs threads until the run queue is empty
+    if (!stopped) lwkt_switch();  // runs threads until the run queue is empty
     --td->td_critcount;
-    if (!gd->gd_tdrunq.empty()) {
+    if (stopped) {
+      if (gd->gd_exit.load(std::memory_order_acquire)) return;
+    } else if (!gd->gd_tdrunq.empty()) {
       cpu_pause();  // runnable threads wait for tokens: retry (never park with work queued)
       continue;
     }
     if (!gd->gd_inbox.empty() || ipiq_pending(gd)) continue;
-    if (gd->gd_stop.load(std::memory_order_acquire)) return;
 
     // Poll for a while: waking a parked OS thread costs tens of microseconds. Expired sleep
     // timeouts are fired by the lwkt_switch at the top of the loop.
@@ -33,7 +45,8 @@ void idle_loop(globaldata* gd) {
     const std::uint64_t timer = next_timer(gd);
     for (std::uint64_t now = start; now - start < gd->gd_idle_spin_ticks; now = cheap_clock()) {
       if (!gd->gd_inbox.empty() || ipiq_pending(gd) || (timer && now >= timer) ||
-          gd->gd_stop.load(std::memory_order_relaxed)) {
+          gd->gd_stop.load(std::memory_order_relaxed) != stopped ||
+          gd->gd_exit.load(std::memory_order_relaxed)) {
         work = true;
         break;
       }
@@ -45,13 +58,17 @@ void idle_loop(globaldata* gd) {
     // push + kick), then sleep. See ipiq/parker.h for why no wakeup is lost.
     gd->gd_parker.prepare_park();
     if (!gd->gd_inbox.empty() || ipiq_pending(gd) ||
-        gd->gd_stop.load(std::memory_order_acquire)) {
+        gd->gd_stop.load(std::memory_order_acquire) != stopped ||
+        gd->gd_exit.load(std::memory_order_acquire)) {
       gd->gd_parker.cancel_park();
       continue;
     }
     // Park no longer than the earliest sleep timeout or the next load-average sample.
     std::uint64_t t = next_timer(gd);
     if (t == 0 || gd->gd_next_loadav < t) t = gd->gd_next_loadav;
+    if (gd->gd_passive_inbound.load(std::memory_order_relaxed)) {
+      t = std::min(t, cheap_clock() + ns_to_ticks(kPassiveTickNs));  // see send_entry
+    }
     {
       const std::uint64_t now = cheap_clock();
       const double us = t > now ? static_cast<double>(t - now) / ticks_per_us() : 0.0;
@@ -95,6 +112,10 @@ void init_idle_thread(globaldata* gd) {
     pthread_attr_destroy(&attr);
   }
   td->td_tsan_fiber = tsan_current_fiber();
+  // __cxa_get_globals is declared `const`: called once here, never across a switch.
+  static_assert(sizeof(eh_state) == 2 * sizeof(void*), "Itanium ABI __cxa_eh_globals");
+  gd->gd_eh = reinterpret_cast<eh_state*>(abi::__cxa_get_globals());
+  td->td_eh = eh_state{};
   gd->gd_curthread = td;
   gd->gd_switch_stamp = cheap_clock();
   gd->gd_loadav_period_ticks = ns_to_ticks(5000000000LL);

@@ -27,6 +27,9 @@ void completion::wait() {
       while (c_state.load(std::memory_order_acquire) != kDone) {
         dequeue(gd, td);
         if (c_state.load(std::memory_order_acquire) != kDone) lwkt_switch();
+        // A blocked waiter may have been given away and acquired by another worker: it now
+        // runs there, and that worker's run queue is the one to rejoin.
+        gd = mycpu();
         enqueue(gd, td);
       }
     }

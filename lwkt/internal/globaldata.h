@@ -32,10 +32,13 @@ inline constexpr int kMaxWorkers = 256;
 inline constexpr int kMaskWords = kMaxWorkers / 64;
 // Sleep queue hash slots (per worker) and the runtime-wide "workers with sleepers" table.
 inline constexpr std::size_t kSleepHash = 1024;
+// The delivery bound of a passive IPI to an idle (parked) worker, DragonFly's clock tick.
+inline constexpr std::int64_t kPassiveTickNs = 10'000'000;
 
 // gd_reqflags bits, set by any OS thread (atomic OR), cleared by the owner.
 inline constexpr std::uint32_t RQF_IPIQ = 0x001;   // messages wait in gd_inbox or a ring
-inline constexpr std::uint32_t RQF_IDLECHECK_MASK = RQF_IPIQ;
+inline constexpr std::uint32_t RQF_STOP = 0x002;   // shutdown: switch to the idle thread
+inline constexpr std::uint32_t RQF_IDLECHECK_MASK = RQF_IPIQ | RQF_STOP;
 // gd_ast bits, owner only.
 inline constexpr std::uint32_t RQF_AST_LWKT_RESCHED = 0x020;  // switch at the next yield point
 inline constexpr std::uint32_t RQF_AST_PREEMPT = 0x040;  // a refused preemption: retry at crit_exit
@@ -90,6 +93,7 @@ struct globaldata {
   // tsleep queues (td_sleep_* links), one list per hash slot, and the armed sleep timers as
   // a min-heap on td_timeout_at (td_timer_index tracks each thread's slot).
   thread* gd_sleepq[kSleepHash] = {};
+  thread* gd_sleepq_tail[kSleepHash] = {};  // sleepers append (FIFO: wakeup_one wakes the oldest)
   std::vector<thread*> gd_timers;
   // Runtime-wide: slot h's workers-with-sleepers mask is gd_slpque_cpumasks[h * kMaskWords].
   std::atomic<std::uint64_t>* gd_slpque_cpumasks = nullptr;
@@ -114,6 +118,10 @@ struct globaldata {
   int gd_pu = -1, gd_core = -1, gd_numa = -1;
   bool gd_pinned = false;
   void* gd_sigaltstack = nullptr;
+  // This worker OS thread's C++ exception state (libstdc++ __cxa_eh_globals, fixed for the
+  // OS thread's life): cpu_switch_to saves it into the outgoing thread and loads the
+  // incoming thread's copy.
+  eh_state* gd_eh = nullptr;
 
   worker_stats gd_stats;
 
@@ -125,6 +133,15 @@ struct globaldata {
   std::atomic<std::uint64_t> gd_ipimask[kMaskWords] = {};
   alignas(kCacheLineGap) ipiq::parker gd_parker;              // kick: anyone
   std::atomic<bool> gd_stop{false};    // written: Runtime::shutdown; read: the idle loop
+  // Shutdown handshake (runtime.cc): the worker sets gd_stopped once it will run no lwkt
+  // thread again (it still runs messages); shutdown sets gd_exit once every worker's
+  // messages are quiescent, and the idle loop then returns. gd_inbox_busy: set by the
+  // owner while inbox handlers run (read by shutdown's quiescence check).
+  std::atomic<bool> gd_stopped{false};
+  std::atomic<bool> gd_exit{false};
+  std::atomic<bool> gd_inbox_busy{false};
+  // Set (once) by a sender of a passive IPI: this worker then parks at most kPassiveTick.
+  std::atomic<bool> gd_passive_inbound{false};
 };
 
 namespace internal {

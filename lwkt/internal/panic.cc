@@ -14,8 +14,9 @@ void panic(const thread* td, const char* fmt, ...) {
   int n;
   globaldata* gd = mycpu();
   if (td) {
+    const globaldata* owner = td->td_gd;  // one read: null while in transit
     n = std::snprintf(buf, sizeof buf, "lwkt: td \"%s\" on worker %d: ", td->td_comm,
-                      td->td_gd ? td->td_gd->gd_cpuid : -1);
+                      owner ? owner->gd_cpuid : -1);
   } else if (gd) {
     n = std::snprintf(buf, sizeof buf, "lwkt: worker %d: ", gd->gd_cpuid);
   } else {

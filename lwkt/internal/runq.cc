@@ -20,11 +20,24 @@ void runq::replace_group_tail(level& lv, thread* from, thread* to) {
 }
 
 bool runq::insert(thread* td) {
+  td->td_rq_upri = td->td_upri;  // a fresh insertion sorts by the thread's own upri
+  return link(td);
+}
+
+void runq::rotate_level(thread* td) {
+  remove(td);
+  // Behind the level's worst group: take its key if it is worse than td's (O(1)).
+  const level& lv = _levels[td->td_pri];
+  if (lv.gtail && lv.gtail->td_rq_upri < td->td_rq_upri) td->td_rq_upri = lv.gtail->td_rq_upri;
+  link(td);
+}
+
+bool runq::link(thread* td) {
   level& lv = _levels[td->td_pri];
-  const int upri = td->td_upri;
+  const int upri = td->td_rq_upri;
   // The tail of the worst group that is at least as good as td (null: none is).
   thread* g = lv.gtail;
-  while (g && g->td_upri < upri) g = g->td_rqg_prev;
+  while (g && g->td_rq_upri < upri) g = g->td_rqg_prev;
 
   // Link td into the level list right after g (at the head when g is null).
   thread* before = g ? g->td_rq_next : lv.head;
@@ -41,7 +54,7 @@ bool runq::insert(thread* td) {
     lv.tail = td;
   }
 
-  if (g && g->td_upri == upri) {
+  if (g && g->td_rq_upri == upri) {
     replace_group_tail(lv, g, td);  // td is the new tail of g's group
   } else {
     // A new group, right after g on the group list (first when g is null).
@@ -68,8 +81,8 @@ void runq::remove(thread* td) {
   level& lv = _levels[td->td_pri];
   thread* prev = td->td_rq_prev;
   thread* next = td->td_rq_next;
-  if (next == nullptr || next->td_upri != td->td_upri) {  // td is its group's tail
-    if (prev && prev->td_upri == td->td_upri) {
+  if (next == nullptr || next->td_rq_upri != td->td_rq_upri) {  // td is its group's tail
+    if (prev && prev->td_rq_upri == td->td_rq_upri) {
       replace_group_tail(lv, td, prev);
     } else {  // the group empties
       if (td->td_rqg_prev) {
@@ -117,8 +130,8 @@ bool runq::check() const {
     for (thread* td = lv.head; td; prev = td, td = td->td_rq_next) {
       ++n;
       if (td->td_pri != p || td->td_rq_prev != prev) return false;
-      if (prev && prev->td_upri < td->td_upri) return false;
-      const bool is_tail = !td->td_rq_next || td->td_rq_next->td_upri != td->td_upri;
+      if (prev && prev->td_rq_upri < td->td_rq_upri) return false;
+      const bool is_tail = !td->td_rq_next || td->td_rq_next->td_rq_upri != td->td_rq_upri;
       if (is_tail) {
         if (td != expect_group) return false;
         expect_group = td->td_rqg_next;

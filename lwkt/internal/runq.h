@@ -1,7 +1,8 @@
 // runq.h
 //
 // runq: one worker's run queue (DragonFly gd_tdrunq), touched only by its worker inside a
-// critical section. Order: td_pri descending, then td_upri descending, then arrival (FIFO).
+// critical section. Order: td_pri descending, then the sort key td_rq_upri descending, then
+// arrival (FIFO). insert() sets the key to td_upri; rotate_level() may lower it (below).
 //
 // Layout: one intrusive doubly linked list per priority level (32 levels) plus a bitmap of
 // non-empty levels, so finding the head is one count-leading-zeros. Inside a level, the
@@ -14,8 +15,8 @@
 // its predecessor in the group, or unlinks the group.
 //
 // Invariant: td is linked at level td->td_pri iff the caller's TDF_RUNQ is set; each level
-// list is sorted by td_upri descending, FIFO among equals; a thread is on its level's group
-// list iff it is the last of its td_upri run; bit p of the bitmap is set iff level p is
+// list is sorted by td_rq_upri descending, FIFO among equals; a thread is on its level's
+// group list iff it is the last of its td_rq_upri run; bit p of the bitmap is set iff level p is
 // non-empty; count() is the number of linked threads.
 #pragma once
 
@@ -36,11 +37,15 @@ class runq {
   bool insert(thread* td);
   // Unlinks td (which must be linked).
   void remove(thread* td);
-  // Moves td behind every queued thread of equal (td_pri, td_upri): round-robin rotation.
+  // Moves td behind every queued thread of equal (td_pri, td_upri).
   void rotate(thread* td) {
     remove(td);
-    insert(td);
+    link(td);
   }
+  // Moves td behind every queued thread of equal td_pri whatever their td_upri (DragonFly's
+  // lwkt_schedulerclock and kern_yield ignore upri, so that a better-upri CPU hog cannot
+  // starve its equals): td takes the level's worst sort key until it is next inserted.
+  void rotate_level(thread* td);
 
   thread* head() const {
     if (_bitmap == 0) return nullptr;
@@ -61,6 +66,7 @@ class runq {
     thread* gtail = nullptr;  // ... and of the worst group
   };
   static void replace_group_tail(level& lv, thread* from, thread* to);
+  bool link(thread* td);  // insert() by td_rq_upri
   level _levels[kNumPriorities];
   std::uint32_t _bitmap = 0;
   std::uint32_t _count = 0;

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -23,12 +24,61 @@ struct runtime_state {
   std::unique_ptr<std::atomic<std::uint64_t>[]> slpque_cpumasks;
   std::vector<bool> gd_on_node;        // gds[i] came from hwloc_alloc_membind
   std::vector<std::thread> workers;
-  std::atomic<bool> stopping{false};   // written: shutdown(); read: create paths
+  std::atomic<bool> stopping{false};   // written: shutdown(); read: create paths, api_guard
+  std::atomic<int> api_calls{0};       // entry points from outside in progress (api_guard)
+  bool leaked = false;                 // shutdown could not stop a worker: never freed
   std::atomic<std::uint32_t> rotor{0}; // round-robin worker choice for spawns from outside
 
   std::mutex shutdown_mu;              // serialises shutdown() callers
   bool shut_down = false;
   absl::Status shutdown_status;
+
+  std::string workers_reason;          // why gds.size() workers (topology::workers_for)
+  std::uint32_t fork_generation = 0;   // internal::fork_generation when created
+  runtime_state* forked_next = nullptr;  // forked_runtimes list, in a forked child only
+};
+
+// fork. A child forked from a process running a runtime has none of its workers (fork
+// copies only the calling OS thread), so any call that waits for a worker would hang. A
+// pthread_atfork child handler (registered by the first Runtime::create) increments
+// fork_generation; a runtime whose generation differs is one inherited across fork, and its
+// entry points abort naming the call (check_not_forked). A runtime created in the child
+// itself works normally.
+extern std::atomic<std::uint32_t> fork_generation;
+inline bool inherited_across_fork(const runtime_state* rs) {
+  return rs->fork_generation != fork_generation.load(std::memory_order_relaxed);
+}
+// Aborts with "lwkt: <call> called in a child forked from a process running an lwkt
+// runtime; the runtime cannot be used after fork" when rs was inherited across fork.
+void forked_child_abort(const char* call);
+inline void check_not_forked(const runtime_state* rs, const char* call) {
+  if (__builtin_expect(inherited_across_fork(rs), 0)) forked_child_abort(call);
+}
+
+// An entry point that may race with shutdown() on another OS thread (spawn, wakeup,
+// snapshot): either it passes before shutdown starts waiting and shutdown waits for it to
+// finish, or it sees `stopping` and refuses. seq_cst on both sides (count, then read the
+// flag; shutdown: set the flag, then read the count) is a Dekker pair.
+class api_guard {
+ public:
+  explicit api_guard(runtime_state* rs) : _rs(rs) {
+    // Refused at once when shutdown is visibly under way: such callers never raise the
+    // count, so callers that keep trying do not hold shutdown's quiescence check back.
+    if (rs->stopping.load(std::memory_order_acquire)) return;
+    rs->api_calls.fetch_add(1, std::memory_order_seq_cst);
+    _ok = !rs->stopping.load(std::memory_order_seq_cst);
+    if (!_ok) rs->api_calls.fetch_sub(1, std::memory_order_release);
+  }
+  ~api_guard() {
+    if (_ok) _rs->api_calls.fetch_sub(1, std::memory_order_release);
+  }
+  api_guard(const api_guard&) = delete;
+  api_guard& operator=(const api_guard&) = delete;
+  bool ok() const { return _ok; }
+
+ private:
+  runtime_state* _rs;
+  bool _ok = false;
 };
 
 // Checks thread options against the runtime; InvalidArgument naming the field.

@@ -13,6 +13,7 @@
 #define LWKT_ASAN 1
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
+#include <sanitizer/lsan_interface.h>
 #endif
 #if defined(__SANITIZE_THREAD__)
 #define LWKT_TSAN 1
@@ -20,6 +21,20 @@
 #endif
 
 namespace lwkt::internal {
+
+// LeakSanitizer scans the heap, globals, stacks and TLS, not other mmap'd memory: a
+// globaldata from hwloc_alloc_membind is registered as a root region, so the threads it
+// links (run queue, thread list, caches) count as reachable.
+inline void lsan_register_root([[maybe_unused]] const void* p, [[maybe_unused]] std::size_t n) {
+#if LWKT_ASAN
+  __lsan_register_root_region(p, n);
+#endif
+}
+inline void lsan_unregister_root([[maybe_unused]] const void* p, [[maybe_unused]] std::size_t n) {
+#if LWKT_ASAN
+  __lsan_unregister_root_region(p, n);
+#endif
+}
 
 // Before switching away. `fake_stack_save` is null when the current context will never be
 // resumed (an exiting thread), which lets ASan free its fake stack.

@@ -10,6 +10,15 @@ namespace internal {
 void splz(globaldata* gd);
 // crit_exit's slow path: deferred work and refused preemptions (sched.cc).
 void crit_exit_work(globaldata* gd);
+// Aborts: "<call> called from an OS thread that is not an lwkt thread" (sched.cc).
+[[noreturn]] ABSL_ATTRIBUTE_COLD void not_lwkt_thread(const char* call);
+// The calling lwkt thread's worker; aborts naming `call` when the caller is not an lwkt
+// thread (an OS thread outside the runtime). One predictable branch.
+inline globaldata* lwkt_caller(const char* call) {
+  globaldata* gd = mycpu();
+  if (__builtin_expect(gd == nullptr, 0)) not_lwkt_thread(call);
+  return gd;
+}
 }  // namespace internal
 
 inline thread* curthread() {

@@ -20,6 +20,9 @@ std::uint32_t send_ipi(globaldata* target, ipiq::ipifunc func, void* arg1, std::
 // Queues td on gd if gd still owns it (else forwards the request), then drops the
 // sender's hold. Runs on: gd's worker inside a critical section.
 void schedule_on_owner(globaldata* gd, thread* td);
+// A schedule request for td found it in transit (no owner); see sched.cc. Returns the owner
+// if one appeared meanwhile (forward the request to it), else null (acquire() queues td).
+globaldata* defer_schedule(thread* td);
 // Migration handoff: the new owner adopts td (migrate.cc).
 void ipi_adopt(void* arg, std::intptr_t, void*, void* ctx);
 void link_allq(globaldata* gd, thread* td);
@@ -46,6 +49,13 @@ std::uint64_t next_timer(const globaldata* gd);  // earliest deadline (cheap clo
 void sleep_exit_cleanup(globaldata* gd, thread* td);  // off the sleep queue and timer heap
 bool wake_sleeper(globaldata* gd, thread* td);
 void ipi_wakeup(void* ident, std::intptr_t flags, void* aux, void* ctx);
+inline constexpr int PWAKEUP_ONE = 0x8000;  // wake at most one sleeper per worker
+// wakeup / wakeup_one from an OS thread that is not a worker of rs: a message to every
+// worker (runtime.cc). wakeup_from_outside_all: the same in every live runtime (the public
+// lwkt::wakeup called outside any runtime: spurious wakeups are allowed, so waking the
+// sleepers on ident in every runtime is correct). Run on: any OS thread.
+void wakeup_from_outside(runtime_state* rs, const void* ident, int flags);
+void wakeup_from_outside_all(const void* ident, int flags);
 
 // Runs every queued inbox message (with gd_intr_nesting_level raised: no switching).
 // Runs on: gd's worker inside a critical section (or, after shutdown, the joining thread).
