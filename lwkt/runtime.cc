@@ -548,24 +548,32 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
   return rs->shutdown_status;
 }
 
-void Runtime::wakeup(const void* ident) {
-  internal::check_not_forked(_s.get(), "Runtime::wakeup");
-  globaldata* me = internal::mycpu();
-  if (me && me->gd_runtime == _s.get()) {
-    lwkt::wakeup(ident);
+namespace internal {
+namespace {
+// Runtime::wakeup / wakeup_one: the ordinary path on one of rs's own workers, a message to
+// every worker from anywhere else.
+void runtime_wakeup(runtime_state* rs, const void* ident, int flags, const char* call) {
+  check_not_forked(rs, call);
+  globaldata* me = mycpu();
+  if (me && me->gd_runtime == rs) {
+    if (flags & PWAKEUP_ONE) {
+      lwkt::wakeup_one(ident);
+    } else {
+      lwkt::wakeup(ident);
+    }
     return;
   }
-  internal::wakeup_from_outside(_s.get(), ident, 0);
+  wakeup_from_outside(rs, ident, flags);
+}
+}  // namespace
+}  // namespace internal
+
+void Runtime::wakeup(const void* ident) {
+  internal::runtime_wakeup(_s.get(), ident, 0, "Runtime::wakeup");
 }
 
 void Runtime::wakeup_one(const void* ident) {
-  internal::check_not_forked(_s.get(), "Runtime::wakeup_one");
-  globaldata* me = internal::mycpu();
-  if (me && me->gd_runtime == _s.get()) {
-    lwkt::wakeup_one(ident);
-    return;
-  }
-  internal::wakeup_from_outside(_s.get(), ident, internal::PWAKEUP_ONE);
+  internal::runtime_wakeup(_s.get(), ident, internal::PWAKEUP_ONE, "Runtime::wakeup_one");
 }
 
 int Runtime::workers() const { return static_cast<int>(_s->workers.size()); }

@@ -35,36 +35,26 @@
 #ifndef LWKT_INTERNAL_ASM_NOTES_H_
 #define LWKT_INTERNAL_ASM_NOTES_H_
 
+// One NT_GNU_PROPERTY_TYPE_0 note with a single 4-byte property: namesz 4 ("GNU"), descsz 16
+// (the property padded to 8), type 5; then pr_type, pr_datasz 4, the feature bits, padding.
+#define LWKT_GNU_PROPERTY_NOTE(pr_type, bits) \
+        .pushsection .note.gnu.property, "a"; .p2align 3; \
+        .long 4; .long 16; .long 5; .asciz "GNU"; \
+        .long pr_type; .long 4; .long bits; .p2align 3; \
+        .popsection
+
 #if defined(__x86_64__) && defined(__CET__) && (__CET__ & 1)
 #define LWKT_ENDBR endbr64
-        .pushsection .note.gnu.property, "a"
-        .p2align 3
-        .long   4                       /* n_namesz: sizeof "GNU" */
-        .long   16                      /* n_descsz: one property, padded to 8 */
-        .long   5                       /* n_type: NT_GNU_PROPERTY_TYPE_0 */
-        .asciz  "GNU"
-        .long   0xc0000002              /* pr_type: GNU_PROPERTY_X86_FEATURE_1_AND */
-        .long   4                       /* pr_datasz */
-        .long   0x1                     /* GNU_PROPERTY_X86_FEATURE_1_IBT; not SHSTK (0x2) */
-        .p2align 3                      /* pr_padding */
-        .popsection
+// GNU_PROPERTY_X86_FEATURE_1_AND: IBT (0x1); not SHSTK (0x2), see above.
+LWKT_GNU_PROPERTY_NOTE(0xc0000002, 0x1)
 #else
 #define LWKT_ENDBR
 #endif
 
 #if defined(__aarch64__) && defined(__ARM_FEATURE_BTI_DEFAULT) && __ARM_FEATURE_BTI_DEFAULT
 #define LWKT_BTI_C hint #34
-        .pushsection .note.gnu.property, "a"
-        .p2align 3
-        .long   4                       /* n_namesz: sizeof "GNU" */
-        .long   16                      /* n_descsz: one property, padded to 8 */
-        .long   5                       /* n_type: NT_GNU_PROPERTY_TYPE_0 */
-        .asciz  "GNU"
-        .long   0xc0000000              /* pr_type: GNU_PROPERTY_AARCH64_FEATURE_1_AND */
-        .long   4                       /* pr_datasz */
-        .long   0x1                     /* GNU_PROPERTY_AARCH64_FEATURE_1_BTI; not PAC (0x2) */
-        .p2align 3                      /* pr_padding */
-        .popsection
+// GNU_PROPERTY_AARCH64_FEATURE_1_AND: BTI (0x1); not PAC (0x2), see above.
+LWKT_GNU_PROPERTY_NOTE(0xc0000000, 0x1)
 #else
 #define LWKT_BTI_C
 #endif
