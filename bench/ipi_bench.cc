@@ -23,6 +23,7 @@
 
 #include "bench/bench_util.h"
 #include "lwkt/internal/clock.h"
+#include "lwkt/internal/ipi_internal.h"
 #include "lwkt/ipi.h"
 #include "lwkt/runtime.h"
 #include "lwkt/sched.h"

@@ -1,5 +1,6 @@
 // Cross-worker messages: sending on per-pair rings, draining them, blocked senders, and
 // cpusync (DragonFly lwkt_ipiq.c).
+#include "lwkt/internal/ipi_internal.h"
 #include "lwkt/ipi.h"
 
 #include <dlfcn.h>

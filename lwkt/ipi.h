@@ -20,18 +20,18 @@
 // rule), so two workers flooding each other both progress.
 #pragma once
 
-#include <bitset>
+#include <atomic>
 #include <cstdint>
 
-#include "lwkt/internal/globaldata.h"
+#include "lwkt/cpumask.h"
 
 namespace lwkt {
+
+struct globaldata;  // a worker (opaque here)
 
 using ipifunc1 = void (*)(void* arg);
 using ipifunc2 = void (*)(void* arg1, int arg2);
 using ipifunc3 = void (*)(void* arg1, int arg2, globaldata* gd);  // gd: the receiving worker
-
-using cpumask = std::bitset<kMaxWorkers>;
 
 // Sends to worker `cpu` of the caller's runtime. Sending to the caller's own worker runs the
 // function at once and returns 0. (Inside the runtime, requests from OS threads that are not
@@ -75,14 +75,5 @@ void cpusync_deinterlock(cpusync* cs);
 // No quiesce phase: each participant runs cs_func as soon as it sees the request.
 void cpusync_quick(cpusync* cs);
 
-namespace internal {
-// Drains gd's rings (and, at the outermost level, polls cpusync participation). Runs on:
-// gd's worker inside a critical section.
-void process_ipiq(globaldata* gd);
-// True if any ring to gd may hold a message.
-bool ipiq_pending(const globaldata* gd);
-// The globaldata of worker `cpu` of the calling worker's runtime. Runs on: a worker.
-globaldata* worker_gd(int cpu);
-}  // namespace internal
 
 }  // namespace lwkt

@@ -1,5 +1,6 @@
 // IPI rings between workers: FIFO per pair with nothing lost or duplicated, full rings in
 // both directions, passive sends, wait_ipiq, mask sends, cpusync, remote (de)schedule races.
+#include "lwkt/internal/ipi_internal.h"
 #include "lwkt/ipi.h"
 
 #include <gtest/gtest.h>

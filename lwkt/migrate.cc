@@ -5,6 +5,7 @@
 #include "lwkt/internal/clock.h"
 #include "lwkt/internal/runtime_state.h"
 #include "lwkt/internal/sched_internal.h"
+#include "lwkt/internal/ipi_internal.h"
 #include "lwkt/ipi.h"
 #include "lwkt/sched.h"
 

@@ -4,6 +4,7 @@
 
 #include "lwkt/internal/clock.h"
 #include "lwkt/internal/runtime_state.h"
+#include "lwkt/internal/ipi_internal.h"
 #include "lwkt/ipi.h"
 #include "lwkt/token.h"
 #include "lwkt/internal/context.h"

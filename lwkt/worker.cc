@@ -10,6 +10,7 @@
 #include "lwkt/internal/clock.h"
 #include "lwkt/internal/sanitizers.h"
 #include "lwkt/internal/sched_internal.h"
+#include "lwkt/internal/ipi_internal.h"
 #include "lwkt/ipi.h"
 #include "lwkt/sched.h"
 

@@ -17,6 +17,7 @@
 #include "ipiq/inbox.h"
 #include "ipiq/parker.h"
 #include "ipiq/ring.h"
+#include "lwkt/cpumask.h"
 #include "lwkt/internal/runq.h"
 #include "lwkt/thread.h"
 
@@ -27,9 +28,6 @@ struct runtime_state;
 
 // 128: pairs of lines interfere under heavy atomics (adjacent-line prefetch).
 inline constexpr std::size_t kCacheLineGap = 128;
-// Upper bound on workers: the IPI rings are one per ordered pair (N^2 x ~8.6 KiB).
-inline constexpr int kMaxWorkers = 256;
-inline constexpr int kMaskWords = kMaxWorkers / 64;
 // Sleep queue hash slots (per worker) and the runtime-wide "workers with sleepers" table.
 inline constexpr std::size_t kSleepHash = 1024;
 // The delivery bound of a passive IPI to an idle (parked) worker, DragonFly's clock tick.
