@@ -30,6 +30,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "ipiq/internal/chaos.h"
 #include "ipiq/internal/futex.h"
 
 namespace ipiq {
@@ -67,6 +68,7 @@ class parker {
   // cancel_park() or park(). Runs on: the consumer only.
   void prepare_park() {
     _state.store(kParked, std::memory_order_relaxed);
+    chaos::point(chaos::kParkAnnounce);
     // ordering: store-load barrier. The announcement must be visible before the consumer
     // reads the work queue (pairs with the fence in kick()); acquire/release cannot order a
     // store before a later load.
@@ -103,6 +105,7 @@ class parker {
   // Returns true if this call performed the wake (a system call).
   // Runs on: any OS thread.
   bool kick() {
+    chaos::point(chaos::kKick);
     // ordering: store-load barrier, pairs with the fence in prepare_park(): the work
     // published before this point must be ordered before the load of _state below.
     std::atomic_thread_fence(std::memory_order_seq_cst);

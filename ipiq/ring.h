@@ -26,6 +26,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "ipiq/internal/chaos.h"
+
 namespace ipiq {
 
 using ipifunc = void (*)(void* arg1, std::intptr_t arg2, void* aux, void* ctx);
@@ -78,6 +80,7 @@ class ring {
   std::uint32_t push(const ipi_entry& e) {
     const std::uint32_t w = _s.windex.load(std::memory_order_relaxed);
     _slots[w & kMask] = e;
+    chaos::point(chaos::kRingPublish);
     // release: pairs with the acquire load of windex in process(); publishes the slot.
     _s.windex.store(w + 1, std::memory_order_release);
     return w + 1;
@@ -94,6 +97,7 @@ class ring {
       // acquire: pairs with the release store in push(); the slot contents are visible.
       const std::uint32_t w = _s.windex.load(std::memory_order_acquire);
       if (w - r <= keep) return w != r;
+      chaos::point(chaos::kRingConsume);
       const ipi_entry e = _slots[r & kMask];
       // release: pairs with the acquire in occupancy(); the slot was copied out above, so
       // the sender may overwrite it from now on.

@@ -2,6 +2,7 @@
 // lwkt_acquire). A thread moves only while it is off every run queue and off its stack on
 // the old worker; ownership passes with a message, so no two workers ever touch its
 // scheduling state at once.
+#include "ipiq/internal/chaos.h"
 #include "lwkt/internal/clock.h"
 #include "lwkt/internal/runtime_state.h"
 #include "lwkt/internal/sched_internal.h"
@@ -94,6 +95,7 @@ void giveaway(thread* td) {
   // defer_schedule), then the flag acquire() waits for. release (both): everything the old
   // owner did to td happens before anyone that reads either acts on td.
   td->td_gd = nullptr;
+  ipiq::chaos::point(ipiq::chaos::kOwnerHandoff);
   td->td_mpflags.fetch_or(TDF_MP_GIVEN, std::memory_order_release);
   crit_exit();
 }
@@ -114,6 +116,7 @@ void acquire(thread* td) {
   // Publish the new owner, then collect a schedule() that found td in transit (the Dekker
   // pair with defer_schedule in sched.cc: seq_cst store, then seq_cst RMW).
   td->td_gd.store_seq_cst(gd);
+  ipiq::chaos::point(ipiq::chaos::kOwnerHandoff);
   const std::uint32_t mp = td->td_mpflags.fetch_and(~(TDF_MP_GIVEN | TDF_MP_SCHEDPEND),
                                                     std::memory_order_seq_cst);
   if (mp & TDF_MP_SCHEDPEND) internal::enqueue(gd, td);

@@ -61,7 +61,7 @@ void finish(thread_ref& td, ending& e) {
 
 // The scenario: M hops between workers 0 and 1 and naps after each hop, while a
 // thread on worker 2 (and one from main, through the inbox) keep aiming requests at it.
-TEST(Ownership, RequestsRaceSetcpuSelf) {
+void requests_race_setcpu_self() {
   auto rt = test_runtime(3);
   std::atomic<bool> stop{false};
   ending end_m;
@@ -103,6 +103,18 @@ TEST(Ownership, RequestsRaceSetcpuSelf) {
   EXPECT_GT(hops.load(), 10);
   EXPECT_GT(calls.load(), 100);
   EXPECT_EQ(rt->stats().live_threads, 0);
+}
+
+TEST(Ownership, RequestsRaceSetcpuSelf) { requests_race_setcpu_self(); }
+
+// The same with the interleaving points armed (ring publish/consume, park/kick, ownership
+// handoff): the windows the handoff protocol closes open far more often.
+TEST(Ownership, RequestsRaceSetcpuSelfUnderChaos) {
+  for (std::uint64_t seed : {0x5eedull, 0xc0ffeeull}) {
+    testing::set_chaos_seed(seed);
+    requests_race_setcpu_self();
+    testing::set_chaos_seed(0);
+  }
 }
 
 // Threads that hop across every worker, the hammers' own included.
@@ -158,7 +170,7 @@ TEST(Ownership, RequestsRaceHopsOntoTheRequestersWorker) {
 // Pull migration while requests fly: G naps on worker 0; a thread there gives it away
 // whenever it is blocked, a thread on worker 1 acquires and schedules it, and G walks back
 // to worker 0 by itself. A thread on worker 2 hammers G throughout.
-TEST(Ownership, RequestsRaceGiveawayAcquire) {
+void requests_race_giveaway_acquire() {
   auto rt = test_runtime(3);
   std::atomic<bool> stop{false}, stop_giver{false};
   ending end_g;
@@ -236,6 +248,18 @@ TEST(Ownership, RequestsRaceGiveawayAcquire) {
   testing::run_on(*rt, [&] { finish(*g, end_g); }, kFinishWorker);
   EXPECT_GT(handoffs.load(), 0);
   EXPECT_EQ(rt->stats().live_threads, 0);
+}
+
+TEST(Ownership, RequestsRaceGiveawayAcquire) { requests_race_giveaway_acquire(); }
+
+// The same with the interleaving points armed (ring publish/consume, park/kick, ownership
+// handoff): the windows the handoff protocol closes open far more often.
+TEST(Ownership, RequestsRaceGiveawayAcquireUnderChaos) {
+  for (std::uint64_t seed : {0x5eedull, 0xc0ffeeull}) {
+    testing::set_chaos_seed(seed);
+    requests_race_giveaway_acquire();
+    testing::set_chaos_seed(0);
+  }
 }
 
 // A schedule() aimed at a thread between giveaway and acquire is not lost: acquire queues it.

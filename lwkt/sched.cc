@@ -2,6 +2,7 @@
 // yields and priorities (DragonFly lwkt_thread.c, the scheduling half).
 #include "lwkt/sched.h"
 
+#include "ipiq/internal/chaos.h"
 #include "lwkt/internal/clock.h"
 #include "lwkt/internal/runtime_state.h"
 #include "lwkt/internal/ipi_internal.h"
@@ -313,6 +314,7 @@ void switch_return(globaldata* gd, thread* prev) {
     // ipi_adopt runs there (release: everything done to prev here is visible to them).
     prev->td_migrate_gd = nullptr;
     prev->td_gd = target;
+    ipiq::chaos::point(ipiq::chaos::kOwnerHandoff);
     send_ipi(target, ipi_adopt, prev, 0, nullptr, false);
     return;
   }

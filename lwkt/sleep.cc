@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "ipiq/internal/chaos.h"
 #include "lwkt/internal/clock.h"
 #include "lwkt/internal/runtime_state.h"
 #include "lwkt/internal/sched_internal.h"
@@ -226,6 +227,7 @@ void tsleep_interlock(const void* ident, int) {
     if (td->td_flags & TDF_TSLEEPQ) internal::sleepq_remove(gd, td);
     internal::sleepq_insert(gd, td, ident);
   }
+  ipiq::chaos::point(ipiq::chaos::kTsleepInterlock);
   // The caller re-checks its condition next, possibly with an acquire or relaxed load: on
   // AArch64 (LDAPR) that load may pass the mask RMW above, losing a wakeup (spin model
   // lwkt/model/tsleep_wakeup.pml, mutation RELAXED_INSERT). The fence orders it after.

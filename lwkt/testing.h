@@ -13,12 +13,21 @@
 #include <cstdlib>
 #include <memory>
 
+#include "ipiq/internal/chaos.h"
 #include "lwkt/runtime.h"
 #include "lwkt/sched.h"
 
 namespace lwkt::testing {
 
 inline bool under_qemu() { return std::getenv("LWKT_UNDER_QEMU") != nullptr; }
+
+// Arms the runtime's interleaving points (ipiq/internal/chaos.h) with `seed`; 0 disarms.
+// At each point an armed OS thread sometimes spins or yields, chosen by the seed, so that
+// rare windows (ring publish/consume, park/kick, token CAS, tsleep_interlock, ownership
+// handoff) open often. Never switches lwkt threads.
+inline void set_chaos_seed(std::uint64_t seed) {
+  ipiq::chaos::g_seed.store(seed, std::memory_order_relaxed);
+}
 
 // Scales an iteration count down under qemu (about 20x slower) and sanitizers.
 inline int scaled(int n) {

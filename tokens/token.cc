@@ -1,5 +1,7 @@
 #include "tokens/token.h"
 
+#include "ipiq/internal/chaos.h"
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -20,6 +22,7 @@ bool try_exclusive(tokref* ref, const tokstack& mine, bool advertise) {
   std::intptr_t count = tok->t_count.load(std::memory_order_relaxed);
   for (;;) {
     if ((count & ~TOK_EXCLREQ) == 0) {
+      ipiq::chaos::point(ipiq::chaos::kTokenCas);
       // acquire: pairs with the release in release_ref(); the previous holders' writes to
       // the protected data are visible. Acquiring clears a pending request bit.
       if (tok->t_count.compare_exchange_weak(count, (count & ~TOK_EXCLREQ) | TOK_EXCLUSIVE,
