@@ -71,14 +71,19 @@ TEST(Shutdown, ReturnsWhileThreadsStayRunnable) {
 
 // A thread that never reaches a switch point cannot be stopped: shutdown still returns,
 // names it, and leaves the runtime to it.
+// The hog outlives the test (its runtime is leaked to it): what it touches is static.
+std::atomic<bool> g_hog_spinning{false}, g_hog_release{false}, g_hog_left{false};
+
 TEST(Shutdown, ReturnsAndNamesAThreadThatNeverSwitches) {
   auto rt = test_runtime(1);
-  std::atomic<bool> spinning{false}, release{false};
+  auto& spinning = g_hog_spinning;
+  auto& release = g_hog_release;
   auto hog = rt->spawn(
-      [&] {
-        spinning = true;
-        while (!release.load()) {
+      [] {
+        g_hog_spinning = true;
+        while (!g_hog_release.load()) {
         }
+        g_hog_left = true;
         yield();  // reaches the stopped worker's idle thread, which keeps it forever
       },
       {.name = "hog"});
@@ -89,7 +94,11 @@ TEST(Shutdown, ReturnsAndNamesAThreadThatNeverSwitches) {
   EXPECT_NE(st.message().find("'hog' (worker 0)"), std::string::npos) << st.message();
   EXPECT_NE(st.message().find("switch point"), std::string::npos) << st.message();
   release = true;
+  while (!g_hog_left) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   EXPECT_EQ(rt->shutdown().code(), absl::StatusCode::kFailedPrecondition);  // idempotent
+  EXPECT_FALSE(rt->topology_report().empty());  // the stand-in still answers
+  EXPECT_EQ(rt->placement().size(), 1u);
+  EXPECT_GE(rt->stats().threads_created, 1u);
   hog->reset();  // the object belongs to the leaked runtime now; dropping a hold is fine
 }
 
@@ -181,6 +190,53 @@ TEST(Shutdown, ConcurrentEntryPointsCompleteOrRefuse) {
     EXPECT_GT(ok.load() + refused.load(), 0);
     EXPECT_GE(rt->stats().threads_created, static_cast<std::uint64_t>(ok.load()));
   }
+}
+
+// An lwkt thread blocked in snapshot() (an entry point allowed from lwkt threads) when its
+// worker stops is abandoned like any other, not counted as a call shutdown must wait for
+// (before: shutdown took the 2 s leak path).
+TEST(Shutdown, ThreadBlockedInSnapshotIsAbandonedNotWaitedFor) {
+#if defined(__SANITIZE_ADDRESS__)
+  // Abandoning a thread mid-call frees its stack without unwinding: the heap objects only
+  // that stack referenced (the snapshot's vectors) leak by design, which LeakSanitizer
+  // reports. The protocol is exercised by the other configurations.
+  GTEST_SKIP() << "abandons a thread mid-call (its heap leaks by design)";
+#endif
+  auto rt = test_runtime(2);
+  std::atomic<bool> busy{false};
+  auto hog = rt->spawn(
+      [&] {
+        busy = true;
+        const absl::Time end = absl::Now() + absl::Milliseconds(200);
+        while (absl::Now() < end) {
+        }
+      },
+      {.name = "busy", .worker = 1});
+  while (!busy) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  auto snapper = rt->spawn([&] { (void)rt->snapshot(); }, {.name = "snapper", .worker = 0});
+  ASSERT_TRUE(hog.ok() && snapper.ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // snapper waits for worker 1
+  const absl::Status st = bounded_shutdown(*rt, absl::ZeroDuration(), absl::Seconds(30));
+  EXPECT_EQ(st.message().find("leaked"), std::string::npos) << st.message();
+  EXPECT_EQ(rt->workers(), 2);
+}
+
+// A thread given away and never acquired is on no worker's thread list: shutdown still
+// abandons it, names it and releases its joiners.
+TEST(Shutdown, ThreadInTransitIsAbandoned) {
+  auto rt = test_runtime(2);
+  thread_ref given;
+  run_on(*rt, [&] {
+    auto t = lwkt::create([] { testing::block_self(); }, {.name = "in-transit"});
+    ASSERT_TRUE(t.ok());
+    while (t->get()->td_flags & TDF_RUNQ) yield();
+    giveaway(t->get());
+    given = std::move(*t);
+  });
+  const absl::Status st = bounded_shutdown(*rt, absl::Milliseconds(10), absl::Seconds(30));
+  EXPECT_NE(st.message().find("'in-transit' (in transit"), std::string::npos) << st.message();
+  EXPECT_TRUE(given.abandoned());
+  given.join();  // returns: its joiners were released
 }
 
 TEST(Shutdown, StatsAfterShutdownAreTheFinalCounts) {

@@ -129,6 +129,9 @@ std::uint32_t send_entry(globaldata* me, globaldata* target, const ipiq::ipi_ent
     // this load parks no longer than kPassiveTick, because it has seen passive traffic.
     if (!target->gd_passive_inbound.load(std::memory_order_relaxed)) {
       target->gd_passive_inbound.store(true, std::memory_order_relaxed);
+      // Store-load: with the target's park fence (announce, fence, read the flag), either
+      // it sees the flag (and bounds its park) or this load sees it parked.
+      std::atomic_thread_fence(std::memory_order_seq_cst);
     }
     if (target->gd_parker.parked()) passive = false;
   }

@@ -2,6 +2,9 @@
 // lwkt_acquire). A thread moves only while it is off every run queue and off its stack on
 // the old worker; ownership passes with a message, so no two workers ever touch its
 // scheduling state at once.
+#include <algorithm>
+#include <mutex>
+
 #include "ipiq/internal/chaos.h"
 #include "lwkt/internal/clock.h"
 #include "lwkt/internal/runtime_state.h"
@@ -88,6 +91,11 @@ void giveaway(thread* td) {
   internal::sleep_exit_cleanup(gd, td);  // sleep queues and timers are per worker
   internal::unlink_allq(gd, td);
   internal::count_live(gd, -1);
+  {
+    // On no worker's thread list until acquired: shutdown must still find it.
+    std::lock_guard<std::mutex> l(gd->gd_runtime->transit_mu);
+    gd->gd_runtime->in_transit.push_back(td);
+  }
   td->td_flags |= TDF_MIGRATING;
   // A deferred schedule left by an earlier transit is stale now.
   td->td_mpflags.fetch_and(~TDF_MP_SCHEDPEND, std::memory_order_relaxed);
@@ -110,6 +118,11 @@ void acquire(thread* td) {
     internal::cpu_pause();
   }
   LWKT_ASSERT(td->td_flags & TDF_MIGRATING, td, "acquire of a thread that was not given away");
+  {
+    std::lock_guard<std::mutex> l(gd->gd_runtime->transit_mu);
+    auto& v = gd->gd_runtime->in_transit;
+    v.erase(std::remove(v.begin(), v.end(), td), v.end());
+  }
   internal::link_allq(gd, td);
   internal::count_live(gd, +1);
   td->td_flags &= ~TDF_MIGRATING;

@@ -353,7 +353,9 @@ Runtime::~Runtime() {
   absl::Status st = shutdown();
   (void)st;  // shutdown() already reported abandoned threads on stderr
   runtime_state* live = _s.get();  // a leaked runtime was replaced by an inert one
-  for (std::size_t i = 0; i < live->gds.size(); ++i) internal::destroy_globaldata(live, i);
+  if (!live->leaked) {
+    for (std::size_t i = 0; i < live->gds.size(); ++i) internal::destroy_globaldata(live, i);
+  }
   live->gds.clear();
 }
 
@@ -399,11 +401,14 @@ collect_result collect(const runtime_state* rs) {
   const std::size_t n = rs->gds.size();
   for (std::size_t t = 0; t < n; ++t) {
     const globaldata* gd = rs->gds[t];
-    r.work += gd->gd_stats.messages.get();
-    if (!gd->gd_stopped.load(std::memory_order_seq_cst) ||
-        gd->gd_inbox_busy.load(std::memory_order_seq_cst) || !gd->gd_inbox.empty()) {
+    // Order matters (drain_inbox: busy = true, take, run, count, busy = false): empty, then
+    // busy, then the counter. A take before the empty read is seen by the busy read, unless
+    // the batch already ended, and then the counter read sees its count.
+    if (!gd->gd_stopped.load(std::memory_order_seq_cst) || !gd->gd_inbox.empty() ||
+        gd->gd_inbox_busy.load(std::memory_order_seq_cst)) {
       r.quiet = false;
     }
+    r.work += gd->gd_stats.messages.get();
     for (std::size_t s = 0; s < n; ++s) {
       const ipiq::ring& ring = rs->rings[s * n + t];
       const std::uint32_t x = ring.xindex();
@@ -466,6 +471,9 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
     gd->gd_parker.kick();
   }
   const absl::Time stop_deadline = absl::Now() + internal::kStopTimeout;
+  // A worker in its idle thread is only slow (descheduled by the OS, a long handler): it
+  // gets longer before it counts as stuck.
+  const absl::Time idle_deadline = stop_deadline + 4 * internal::kStopTimeout;
   std::vector<std::string> stuck;
   for (;;) {
     stuck.clear();
@@ -478,7 +486,12 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
       // acknowledges: slow (descheduled by the OS), not stuck. Only a thread of its own
       // that keeps the worker counts against kStopTimeout.
       if (td == &gd->gd_idlethread) {
-        idle_only = true;
+        if (absl::Now() < idle_deadline) {
+          idle_only = true;
+          continue;
+        }
+        stuck.push_back(absl::StrFormat("worker %d's idle thread in a message handler that "
+                                        "does not return", gd->gd_cpuid));
         continue;
       }
       stuck.push_back(absl::StrFormat("'%s' (worker %d)", td ? td->td_comm : "?", gd->gd_cpuid));
@@ -487,13 +500,15 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 
-  // Phase 2 (only when every worker stopped: a running thread could still send).
+  // Phase 2 (only when every worker stopped: a running thread could still send), with a
+  // budget of its own; the deadline counts only after a pass that was not quiet.
+  const absl::Time quiet_deadline = std::max(stop_deadline, absl::Now() + internal::kStopTimeout);
   bool quiet = stuck.empty();
   for (std::uint64_t last = ~std::uint64_t{0}; quiet;) {
     const internal::collect_result c = internal::collect(rs);
     if (c.quiet && c.work == last) break;
     last = c.quiet ? c.work : ~std::uint64_t{0};
-    if (absl::Now() >= stop_deadline) quiet = false;
+    if (!c.quiet && absl::Now() >= quiet_deadline) quiet = false;
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
   if (!quiet) {
@@ -513,6 +528,11 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
     _s.reset(new runtime_state);  // an inert stand-in answers later calls
     _s->stopping.store(true, std::memory_order_relaxed);
     _s->shut_down = true;
+    _s->leaked = true;         // its gds belong to the leaked runtime: never freed here
+    _s->gds = rs->gds;         // stats() and placement() still answer (they only read)
+    _s->topo = std::move(rs->topo);  // workers use it only when they start
+    _s->workers_reason = rs->workers_reason;
+    _s->opts = rs->opts;
     _s->shutdown_status = rs->shutdown_status;
     _s->fork_generation = rs->fork_generation;
     return rs->shutdown_status;
@@ -535,6 +555,11 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
                                       (td->td_flags & TDF_RUNQ) ? "runnable" : "blocked"));
     }
   }
+  for (thread* td : rs->in_transit) {  // given away, never acquired: on no thread list
+    abandoned.push_back(td);
+    names.push_back(absl::StrFormat("'%s' (in transit: given away, not acquired)", td->td_comm));
+  }
+  rs->in_transit.clear();
   for (thread* td : abandoned) internal::abandon_thread(td, false);
   for (thread* td : abandoned) internal::abandon_thread(td, true);
 
@@ -576,7 +601,7 @@ void Runtime::wakeup_one(const void* ident) {
   internal::runtime_wakeup(_s.get(), ident, internal::PWAKEUP_ONE, "Runtime::wakeup_one");
 }
 
-int Runtime::workers() const { return static_cast<int>(_s->workers.size()); }
+int Runtime::workers() const { return static_cast<int>(_s->gds.size()); }
 
 std::vector<worker_info> Runtime::placement() const {
   std::vector<worker_info> out;

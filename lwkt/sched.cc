@@ -214,6 +214,10 @@ void schedule_remote(thread* td) {
     send_ipi(owner, ipi_schedule, td, 0, nullptr, false);
     return;
   }
+  // From outside the runtime: refused once shutdown has begun (a post after its quiescence
+  // check would never run); see api_guard.
+  api_guard g(owner->gd_runtime);
+  if (!g.ok()) return;
   // acq_rel: exactly one sender of a burst posts the embedded message.
   if (td->td_mpflags.fetch_or(TDF_MP_WAKEPEND, std::memory_order_acq_rel) & TDF_MP_WAKEPEND) {
     return;
@@ -355,6 +359,8 @@ void deschedule(thread* td) {
   }
   globaldata* owner = td->td_gd;
   if (!owner) return;  // in transit after giveaway: not queued anywhere
+  internal::api_guard g(owner->gd_runtime);  // from outside: refused once shutdown began
+  if (!g.ok()) return;
   hold(td);  // released by the owner's handler
   internal::send_ipi(owner, internal::ipi_deschedule, td, 0, nullptr, false);
 }

@@ -27,6 +27,10 @@ struct runtime_state {
   std::atomic<bool> stopping{false};   // written: shutdown(); read: create paths, api_guard
   std::atomic<int> api_calls{0};       // entry points from outside in progress (api_guard)
   bool leaked = false;                 // shutdown could not stop a worker: never freed
+  // Threads given away and not yet acquired (on no worker's thread list): shutdown
+  // abandons them too. giveaway/acquire are rare, so a mutex.
+  std::mutex transit_mu;
+  std::vector<thread*> in_transit;
   std::atomic<std::uint32_t> rotor{0}; // round-robin worker choice for spawns from outside
 
   std::mutex shutdown_mu;              // serialises shutdown() callers
@@ -62,6 +66,14 @@ inline void check_not_forked(const runtime_state* rs, const char* call) {
 class api_guard {
  public:
   explicit api_guard(runtime_state* rs) : _rs(rs) {
+    // An lwkt thread of rs itself is not counted: it can send only while its worker runs
+    // it, which shutdown's gd_stopped and ring checks already cover, and once its worker
+    // stops it may never run again (it is abandoned) and could not drop the count.
+    if (globaldata* me = mycpu(); me && me->gd_runtime == rs) {
+      _ok = !rs->stopping.load(std::memory_order_acquire);
+      _counted = false;
+      return;
+    }
     // Refused at once when shutdown is visibly under way: such callers never raise the
     // count, so callers that keep trying do not hold shutdown's quiescence check back.
     if (rs->stopping.load(std::memory_order_acquire)) return;
@@ -70,7 +82,7 @@ class api_guard {
     if (!_ok) rs->api_calls.fetch_sub(1, std::memory_order_release);
   }
   ~api_guard() {
-    if (_ok) _rs->api_calls.fetch_sub(1, std::memory_order_release);
+    if (_ok && _counted) _rs->api_calls.fetch_sub(1, std::memory_order_release);
   }
   api_guard(const api_guard&) = delete;
   api_guard& operator=(const api_guard&) = delete;
@@ -79,6 +91,7 @@ class api_guard {
  private:
   runtime_state* _rs;
   bool _ok = false;
+  bool _counted = true;
 };
 
 // Checks thread options against the runtime; InvalidArgument naming the field.
