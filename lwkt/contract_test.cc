@@ -236,6 +236,7 @@ TEST(Shutdown, ThreadInTransitIsAbandoned) {
   const absl::Status st = bounded_shutdown(*rt, absl::Milliseconds(10), absl::Seconds(30));
   EXPECT_NE(st.message().find("'in-transit' (in transit"), std::string::npos) << st.message();
   EXPECT_TRUE(given.abandoned());
+  EXPECT_EQ(rt->stats().live_threads, 1);  // alive but on no worker's count
   given.join();  // returns: its joiners were released
 }
 

@@ -559,6 +559,7 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
     abandoned.push_back(td);
     names.push_back(absl::StrFormat("'%s' (in transit: given away, not acquired)", td->td_comm));
   }
+  rs->transit_abandoned = rs->in_transit.size();
   rs->in_transit.clear();
   for (thread* td : abandoned) internal::abandon_thread(td, false);
   for (thread* td : abandoned) internal::abandon_thread(td, true);
@@ -640,6 +641,9 @@ runtime_stats Runtime::stats() const {
                              w.preempt_refused_tokens.get() + w.preempt_refused_chain.get();
     r.live_threads += w.live_threads.load(std::memory_order_relaxed);
   }
+  // Threads given away and not acquired are alive but on no worker's count.
+  std::lock_guard<std::mutex> l(_s->transit_mu);
+  r.live_threads += static_cast<std::int64_t>(_s->in_transit.size() + _s->transit_abandoned);
   return r;
 }
 

@@ -31,6 +31,7 @@ struct runtime_state {
   // abandons them too. giveaway/acquire are rare, so a mutex.
   std::mutex transit_mu;
   std::vector<thread*> in_transit;
+  std::size_t transit_abandoned = 0;   // in-transit threads shutdown abandoned (stats)
   std::atomic<std::uint32_t> rotor{0}; // round-robin worker choice for spawns from outside
 
   std::mutex shutdown_mu;              // serialises shutdown() callers
