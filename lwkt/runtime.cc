@@ -478,15 +478,18 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
   for (;;) {
     stuck.clear();
     bool idle_only = false;
+    const absl::Time now = absl::Now();
     for (globaldata* gd : rs->gds) {
       if (gd->gd_stopped.load(std::memory_order_seq_cst)) continue;
-      // Diagnostic read of the running thread (it is not switching: that is the problem).
+      // Which thread runs there (a pointer, written by cpu_switch_to). Its name is read only
+      // once shutdown gives up on it (below): while the worker still switches, the object
+      // may be recycled and renamed under us.
       thread* td = std::atomic_ref<thread*>(gd->gd_curthread).load(std::memory_order_relaxed);
       // A worker in its idle thread runs only bounded message handlers before it
       // acknowledges: slow (descheduled by the OS), not stuck. Only a thread of its own
       // that keeps the worker counts against kStopTimeout.
       if (td == &gd->gd_idlethread) {
-        if (absl::Now() < idle_deadline) {
+        if (now < idle_deadline) {
           idle_only = true;
           continue;
         }
@@ -494,9 +497,12 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
                                         "does not return", gd->gd_cpuid));
         continue;
       }
-      stuck.push_back(absl::StrFormat("'%s' (worker %d)", td ? td->td_comm : "?", gd->gd_cpuid));
+      const bool giving_up = now >= stop_deadline;
+      stuck.push_back(giving_up ? absl::StrFormat("'%s' (worker %d)", td ? td->td_comm : "?",
+                                                  gd->gd_cpuid)
+                                : std::string("?"));
     }
-    if ((stuck.empty() && !idle_only) || (!stuck.empty() && absl::Now() >= stop_deadline)) break;
+    if ((stuck.empty() && !idle_only) || (!stuck.empty() && now >= stop_deadline)) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 

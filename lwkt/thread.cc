@@ -232,8 +232,9 @@ void reap(globaldata* gd, thread* td) {
 // Shutdown: td never exits. Its joiners are released and its stack freed without unwinding.
 void abandon_thread(thread* td, bool second_pass) {
   if (!second_pass) {
-    close_joinq(td, /*abandoned=*/true);
+    // Flags first: a joiner released by close_joinq must see abandoned() with exited().
     td->td_mpflags.fetch_or(TDF_MP_EXITED | TDF_MP_ABANDONED, std::memory_order_release);
+    close_joinq(td, /*abandoned=*/true);
     return;
   }
   td->td_callable = nullptr;

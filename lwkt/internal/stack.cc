@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_format.h"
 #include "lwkt/internal/globaldata.h"
+#include "lwkt/internal/sanitizers.h"
 
 namespace lwkt::internal {
 
@@ -178,6 +179,9 @@ absl::StatusOr<thread_stack> map_stack(std::size_t size, std::size_t guard) {
 }
 
 void unmap_stack(thread_stack& st) {
+  // An abandoned thread's stack still carries ASan redzones of frames never unwound; the
+  // next mapping at this address (a globaldata, another stack) must not inherit them.
+  if (st.lo) asan_unpoison_stack(st.lo, st.size);
   if (st.map) checked_munmap(st.map, st.map_size);
   st = thread_stack{};
 }
