@@ -178,15 +178,14 @@ constexpr ClassInfo kClasses[] = {
     {kSpinner, "spinner", 0}, {kShutStats, "shutstats", 0},  {kPoints, "points", 0},
 };
 constexpr std::uint64_t kAllOps = (kPoints << 1) - 1;
-// The default mask: every class, except that under TSan `giveaway` is left to explicit
-// masks for now: seed 107 once aborted there with "giveaway of a thread that is queued"
-// (flags=0x2) and did not replay in five tries; until it is understood it must not make
-// CI flaky. Replay: LWKT_CHAOS_SEED=107 LWKT_CHAOS_OPS=0x3ffffff (--config=tsan).
-#if defined(__SANITIZE_THREAD__)
-constexpr std::uint64_t kDefaultOps = kAllOps & ~std::uint64_t{kGiveaway};
-#else
-constexpr std::uint64_t kDefaultOps = kAllOps;
-#endif
+// The default mask: every class but `giveaway`, which is left to explicit masks for now:
+// seeds 107 (tsan) and 845 (default) each once aborted there with "giveaway of a thread that
+// is queued (flags=0x2)" (the private victim was runnable when its giver expected it
+// blocked) and did not replay in five tries; until that is understood (tester race or
+// runtime bug) it must not make CI flaky. Replay: LWKT_CHAOS_SEED=845 LWKT_CHAOS_OPS=0x3ffffff.
+// gvjoin takes the same path, so it is off by default too (lwkt/ownership_test.cc covers
+// giveaway/acquire under fire deterministically meanwhile).
+constexpr std::uint64_t kDefaultOps = kAllOps & ~std::uint64_t{kGiveaway | kGvJoin};
 
 std::string mask_names(std::uint64_t m) {
   std::vector<std::string> v;
