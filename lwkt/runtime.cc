@@ -561,12 +561,16 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
                                       (td->td_flags & TDF_RUNQ) ? "runnable" : "blocked"));
     }
   }
-  for (thread* td : rs->in_transit) {  // given away, never acquired: on no thread list
-    abandoned.push_back(td);
-    names.push_back(absl::StrFormat("'%s' (in transit: given away, not acquired)", td->td_comm));
+  {
+    // stats() reads these under the lock from any OS thread, concurrently.
+    std::lock_guard<std::mutex> tl(rs->transit_mu);
+    for (thread* td : rs->in_transit) {  // given away, never acquired: on no thread list
+      abandoned.push_back(td);
+      names.push_back(absl::StrFormat("'%s' (in transit: given away, not acquired)", td->td_comm));
+    }
+    rs->transit_abandoned = rs->in_transit.size();
+    rs->in_transit.clear();
   }
-  rs->transit_abandoned = rs->in_transit.size();
-  rs->in_transit.clear();
   for (thread* td : abandoned) internal::abandon_thread(td, false);
   for (thread* td : abandoned) internal::abandon_thread(td, true);
 
