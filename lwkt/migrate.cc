@@ -81,13 +81,17 @@ void giveaway(thread* td) {
   globaldata* gd = mycpu();
   LWKT_ASSERT(gd && td->td_gd == gd, td, "giveaway from a worker that does not own it");
   LWKT_ASSERT(td != gd->gd_curthread, td, "giveaway of the running thread (use setcpu_self)");
-  LWKT_ASSERT(!(td->td_flags & (TDF_RUNQ | TDF_RUNNING | TDF_EXITING | TDF_MIGRATING |
-                                TDF_PREEMPT_LOCK | TDF_IDLETHREAD)),
+  LWKT_ASSERT(!(td->td_flags & (TDF_RUNNING | TDF_EXITING | TDF_MIGRATING | TDF_PREEMPT_LOCK |
+                                TDF_IDLETHREAD)),
               td,
-              "giveaway of a thread that is queued, running, exiting, migrating or parked "
-              "under a preemption chain (flags=0x%x)",
+              "giveaway of a thread that is running, exiting, migrating or parked under a "
+              "preemption chain (flags=0x%x)",
               td->td_flags);
   ++gd->gd_curthread->td_critcount;
+  // Queued (a schedule that arrived, perhaps a stray one): it travels runnable. The run
+  // queue is per worker, so it leaves ours now and acquire() queues it on the new owner.
+  const bool runnable = td->td_flags & TDF_RUNQ;
+  if (runnable) internal::dequeue(gd, td);
   internal::sleep_exit_cleanup(gd, td);  // sleep queues and timers are per worker
   internal::unlink_allq(gd, td);
   internal::count_live(gd, -1);
@@ -97,8 +101,13 @@ void giveaway(thread* td) {
     gd->gd_runtime->in_transit.push_back(td);
   }
   td->td_flags |= TDF_MIGRATING;
-  // A deferred schedule left by an earlier transit is stale now.
-  td->td_mpflags.fetch_and(~TDF_MP_SCHEDPEND, std::memory_order_relaxed);
+  // A deferred schedule left by an earlier transit is stale now; a queued thread leaves one
+  // for acquire() instead, which queues it.
+  if (runnable) {
+    td->td_mpflags.fetch_or(TDF_MP_SCHEDPEND, std::memory_order_relaxed);
+  } else {
+    td->td_mpflags.fetch_and(~TDF_MP_SCHEDPEND, std::memory_order_relaxed);
+  }
   // Our last writes to td: no owner (requests are deferred to acquire, see
   // defer_schedule), then the flag acquire() waits for. release (both): everything the old
   // owner did to td happens before anyone that reads either acts on td.

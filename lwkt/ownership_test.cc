@@ -256,10 +256,6 @@ TEST(Ownership, RequestsRaceGiveawayAcquire) { requests_race_giveaway_acquire();
 // The same with the interleaving points armed (ring publish/consume, park/kick, ownership
 // handoff): the windows the handoff protocol closes open far more often.
 TEST(Ownership, RequestsRaceGiveawayAcquireUnderChaos) {
-  // Open: with the points armed this scenario sometimes hangs (seen twice under load, not
-  // yet diagnosed; the chaos tester's rare "giveaway of a queued thread" abort is likely
-  // the same bug). Run it by hand with LWKT_OWNERSHIP_CHAOS_GIVEAWAY=1.
-  if (!std::getenv("LWKT_OWNERSHIP_CHAOS_GIVEAWAY")) GTEST_SKIP() << "open bug, see comment";
   for (std::uint64_t seed : {0x5eedull, 0xc0ffeeull}) {
     testing::set_chaos_seed(seed);
     requests_race_giveaway_acquire();
@@ -298,6 +294,47 @@ TEST(Ownership, ScheduleInTransitIsHonouredByAcquire) {
     t->join();  // returns only if the thread ran after acquire
     EXPECT_TRUE(ran_on_1);
   });
+}
+
+// A thread its giver believes blocked can be queued: a schedule from another worker is
+// asynchronous, and the runtime's own completions may deliver one late (a remote create's
+// reply landing after its creator already saw the result, then blocked in a join: the chaos
+// tester's "giveaway of a queued thread" aborts, seeds 107 and 845). giveaway() takes such a
+// thread off the run queue and acquire() queues it on the new worker: it runs there once,
+// re-checks its wait, and is not lost. Before the fix this aborted naming the queued thread.
+TEST(Ownership, GiveawayOfAQueuedThreadTravelsRunnable) {
+  auto rt = test_runtime(2);
+  const int rounds = scaled(100);
+  testing::run_on(*rt, [&] {
+    for (int i = 0; i < rounds; ++i) {
+      std::atomic<bool> release{false};
+      std::atomic<int> resumed_on{-1};
+      // Lower priority than us: once queued it cannot run until we block.
+      auto v = lwkt::create(
+          [&] {
+            testing::block_self();  // a stray schedule resumes it here
+            resumed_on = mycpuid();
+            testing::block_until(release);
+          },
+          {.name = "victim", .pri = TDPRI_USER_NORM});
+      ASSERT_TRUE(v.ok());
+      thread* vt = v->get();
+      while (vt->td_flags & (TDF_RUNQ | TDF_NOSTART)) lwkt_pause(absl::Microseconds(1));
+      schedule(vt);  // a stray schedule: queued, not running (we outrank it)
+      ASSERT_TRUE(vt->td_flags & TDF_RUNQ);
+      giveaway(vt);
+      ASSERT_FALSE(vt->td_flags & TDF_RUNQ);
+      auto taker = lwkt::create([vt] { acquire(vt); }, {.name = "taker", .worker = 1});
+      ASSERT_TRUE(taker.ok());
+      taker->join();
+      while (resumed_on.load() < 0) lwkt_pause(absl::Microseconds(5));
+      EXPECT_EQ(resumed_on.load(), 1) << "round " << i;
+      release = true;
+      schedule(vt);
+      v->join();
+    }
+  });
+  EXPECT_EQ(rt->stats().live_threads, 0);
 }
 
 // completion::wait (join) re-reads its worker after every switch: a joiner given away while

@@ -94,12 +94,16 @@ void kern_yield(int pri);
 // Requires: not in a critical section; not mastering a cpusync. Runs on: an lwkt thread.
 void setcpu_self(int cpu);
 void migratecpu(int cpu);
-// Pull migration: the owner gives away a thread that is neither queued nor running (nor
-// exiting, migrating, or parked under a preemption chain: aborts otherwise); the destination
-// worker then acquires it (and schedules it as it likes). Between the two the thread has no
-// owner: deschedule() and interrupt()'s wake are no-ops for it (it is on no queue; the
-// interrupt request itself stays pending), and a schedule() is remembered and honoured by
-// acquire(), which then queues the thread: no wakeup sent to a thread in transit is lost.
+// Pull migration: the owner gives away a thread that is not running (nor exiting,
+// migrating, or parked under a preemption chain: aborts otherwise); the destination worker
+// then acquires it (and schedules it as it likes). A thread on the run queue is taken off it
+// and stays runnable: acquire() queues it. (A thread its caller knows to be blocked may
+// still be queued: schedules from other workers are asynchronous, and a blocked thread may
+// be scheduled spuriously at any time, as DragonFly allows; its wait re-checks and blocks
+// again.) Between the two the thread has no owner: deschedule() and interrupt()'s wake are
+// no-ops for it (it is on no queue; the interrupt request itself stays pending), and a
+// schedule() is remembered and honoured by acquire(), which then queues the thread: no
+// wakeup sent to a thread in transit is lost.
 // Runs on: giveaway: td's owner; acquire: the destination worker.
 void giveaway(thread* td);
 void acquire(thread* td);

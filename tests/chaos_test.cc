@@ -178,14 +178,12 @@ constexpr ClassInfo kClasses[] = {
     {kSpinner, "spinner", 0}, {kShutStats, "shutstats", 0},  {kPoints, "points", 0},
 };
 constexpr std::uint64_t kAllOps = (kPoints << 1) - 1;
-// The default mask: every class but `giveaway`, which is left to explicit masks for now:
-// seeds 107 (tsan) and 845 (default) each once aborted there with "giveaway of a thread that
-// is queued (flags=0x2)" (the private victim was runnable when its giver expected it
-// blocked) and did not replay in five tries; until that is understood (tester race or
-// runtime bug) it must not make CI flaky. Replay: LWKT_CHAOS_SEED=845 LWKT_CHAOS_OPS=0x3ffffff.
-// gvjoin takes the same path, so it is off by default too (lwkt/ownership_test.cc covers
-// giveaway/acquire under fire deterministically meanwhile).
-constexpr std::uint64_t kDefaultOps = kAllOps & ~std::uint64_t{kGiveaway | kGvJoin};
+// The default mask: every class. (giveaway and gvjoin were left out while seeds 107 (tsan)
+// and 845 (default) aborted with "giveaway of a thread that is queued (flags=0x2)": a
+// victim blocked in a join had been queued by a late schedule from its earlier remote
+// create's completion. giveaway() now takes a queued thread runnable; regression test
+// lwkt/ownership_test GiveawayOfAQueuedThreadTravelsRunnable.)
+constexpr std::uint64_t kDefaultOps = kAllOps;
 
 std::string mask_names(std::uint64_t m) {
   std::vector<std::string> v;
@@ -941,7 +939,8 @@ void op_giveaway(Ctx* c, const P& p, bool join_mode) {
     join_child(c, ref, a);
     return;
   }
-  // A is blocked (it set gv_state just before blocking, and we run on its worker).
+  // A is blocked (it set gv_state just before blocking, and we run on its worker), or
+  // queued by a late schedule (legal: giveaway takes it runnable).
   giveaway(ref.get());
   int y = p.pick(3, r->nw);
   if (p.chance(4, 30)) pause_us(c, p.pick(5, 100));  // A has no owner meanwhile
