@@ -1,16 +1,20 @@
 // bench_util.h: helpers shared by the benchmark files.
 //   pin_os_thread(cpu)   binds the calling OS thread (peer benchmarks) to a CPU
 //   make_runtime(...)    a Runtime for a benchmark, aborting on failure
+//   block_until(flag, v) blocks the calling lwkt thread until flag == v (its waker sets the
+//                        flag, then schedules it)
 #pragma once
 
 #include <pthread.h>
 #include <sched.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <thread>
 
 #include "lwkt/runtime.h"
+#include "lwkt/sched.h"
 
 namespace lwkt_bench {
 
@@ -31,6 +35,16 @@ inline std::unique_ptr<lwkt::Runtime> make_runtime(int workers,
   auto rt = lwkt::Runtime::create(o);
   if (!rt.ok()) std::abort();
   return std::move(*rt);
+}
+
+inline void block_until(std::atomic<int>& flag, int want) {
+  lwkt::crit_enter();
+  while (flag.load(std::memory_order_acquire) != want) {
+    lwkt::deschedule_self();
+    if (flag.load(std::memory_order_acquire) != want) lwkt::lwkt_switch();
+    lwkt::schedule_self();
+  }
+  lwkt::crit_exit();
 }
 
 }  // namespace lwkt_bench

@@ -32,16 +32,7 @@ namespace {
 
 using lwkt::Runtime;
 
-// Blocks the calling lwkt thread until `flag` == want (a waker sets it, then schedules us).
-void block_until(std::atomic<int>& flag, int want) {
-  lwkt::crit_enter();
-  while (flag.load(std::memory_order_acquire) != want) {
-    lwkt::deschedule_self();
-    if (flag.load(std::memory_order_acquire) != want) lwkt::lwkt_switch();
-    lwkt::schedule_self();
-  }
-  lwkt::crit_exit();
-}
+using lwkt_bench::block_until;
 
 void lwkt_round_trip(benchmark::State& state, absl::Duration idle_spin) {
   auto rt = lwkt_bench::make_runtime(2, absl::Milliseconds(1), idle_spin);

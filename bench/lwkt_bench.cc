@@ -209,10 +209,10 @@ void runq_bench(benchmark::State& state, int upri_values) {
 }
 
 void BM_Runq_EnqueueDequeue(benchmark::State& state) { runq_bench(state, 1); }
-BENCHMARK(BM_Runq_EnqueueDequeue)->Arg(10)->Arg(1000)->Arg(100000);
+BENCHMARK(BM_Runq_EnqueueDequeue)->RangeMultiplier(10)->Range(10, 100000);
 
 void BM_Runq_EnqueueDequeueMixedUpri(benchmark::State& state) { runq_bench(state, 4); }
-BENCHMARK(BM_Runq_EnqueueDequeueMixedUpri)->Arg(10)->Arg(1000)->Arg(100000);
+BENCHMARK(BM_Runq_EnqueueDequeueMixedUpri)->RangeMultiplier(10)->Range(10, 100000);
 
 }  // namespace
 

@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""The benchmark report (README command 1; run through tools/report, which builds first).
+
+Runs //bench:lwkt_bench one benchmark group at a time (a progress line per group), then
+//bench:latency_matrix, and writes into results/:
+  <date>-<machine>.json   Google Benchmark JSON (every group's entries) + the machine block
+                          + the matrix document + group timings
+  <date>-<machine>.md     machine block, the table (lwkt, peer, ratio, target, met, spread,
+                          floor mode), latency percentiles, charts, what is missing and why
+  <date>-<machine>-*.png  the charts (gnuplot)
+<machine> names the CPU model and PU count; results/ keeps the latest full run of each
+machine (older runs of the same machine are removed). --quick runs a one-minute subset into
+results/quick/ (not kept in git). A group that fails or overruns is reported as missing;
+the report itself still completes.
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import report_charts  # noqa: E402
+import report_machine  # noqa: E402
+import report_table  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (group, Google Benchmark filter, in --quick)
+GROUPS = [
+    ("context switch", r"^BM_(Switch_Raw|Peer_BoostContext_Jump)", True),
+    ("yield", r"^BM_(Yield|Peer_BoostFiber_Yield)(/|$)", True),
+    ("create and exit", r"^BM_(CreateExit_|Peer_BoostFiber_SpawnJoin|Peer_StdThread_CreateJoin)",
+     True),
+    ("run queue", r"^BM_Runq_", True),
+    ("cross-worker round trip",
+     r"^BM_(RoundTrip_|Peer_AtomicPingPong|Peer_CondvarPingPong|Peer_BoostFiber_Channel|"
+     r"IpiThroughput)", True),
+    ("wake latency", r"^BM_WakeLatency_", False),
+    ("tokens", r"^BM_(Token_|Peer_StdMutex_|Peer_AbslMutex_|Yield_HoldingTokens)", True),
+    ("sleep/wakeup and preemption",
+     r"^BM_(SleepWakeup_|Peer_CondvarSleepWakeup|Peer_BoostFiber_CondvarRoundTrip|WakeupToRun_|"
+     r"Preempt_)", True),
+]
+README_BEGIN, README_END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def progress_start(i, n, name):
+    print("[%2d/%d] %-30s" % (i, n, name), end="", file=sys.stderr, flush=True)
+
+
+def progress(secs, note=""):
+    print(" %6.1f s%s" % (secs, ("  " + note) if note else ""), file=sys.stderr, flush=True)
+
+
+def list_benchmarks(binary):
+    p = subprocess.run([binary, "--benchmark_list_tests=true"], capture_output=True, text=True,
+                       timeout=60)
+    return [l.strip() for l in p.stdout.splitlines() if l.strip()]
+
+
+def run_group(binary, flt, args, timeout):
+    """Returns (benchmarks, context, error)."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
+        path = tmp.name
+    argv = [binary, "--benchmark_filter=" + flt, "--benchmark_out=" + path,
+            "--benchmark_out_format=json", "--benchmark_repetitions=%d" % args.repetitions,
+            "--benchmark_report_aggregates_only=true"]
+    if args.min_time:
+        argv.append("--benchmark_min_time=%g" % args.min_time)
+    try:
+        p = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           timeout=timeout)
+        err = None if p.returncode == 0 else "exit %d: %s" % (
+            p.returncode, (p.stderr.strip().splitlines() or ["?"])[-1])
+    except subprocess.TimeoutExpired:
+        err = "did not finish within %d s" % timeout
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        doc = {}
+    os.unlink(path)
+    return doc.get("benchmarks", []), doc.get("context", {}), err
+
+
+def run_matrix(binary, args, timeout):
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
+        path = tmp.name
+    argv = [binary, "--out=" + path]
+    if args.quick:
+        argv += ["--samples=15", "--trips=200", "--cdf_trips=5000"]
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        if p.returncode != 0:
+            return None, "exit %d: %s" % (p.returncode, p.stderr.strip())
+        with open(path) as f:
+            return json.load(f), None
+    except subprocess.TimeoutExpired:
+        return None, "did not finish within %d s" % timeout
+    except (OSError, ValueError) as e:
+        return None, str(e)
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+def prune(out_dir, date, slug):
+    """Keeps only this run for this machine: older dates of the same machine go."""
+    for f in glob.glob(os.path.join(out_dir, "*-%s*" % slug)):
+        base = os.path.basename(f)
+        m = re.match(r"(\d{4}-\d{2}-\d{2})-%s(\.json|\.md|-[a-z-]+\.png)$" % re.escape(slug), base)
+        if m and m.group(1) != date:
+            os.unlink(f)
+
+
+def render(doc, fig, rows, charts, missing):
+    m, matrix = doc["machine"], doc.get("matrix")
+    out = ["# lwkt benchmark report: %s" % m["cpu_model"], ""]
+    out += report_machine.markdown(m) + [""]
+    out.append("Every figure is the median of %d repetitions (Google Benchmark); *spread* is "
+               "the coefficient of variation over them, and a ratio whose inputs spread over "
+               "10%% is marked *unstable*. Ratios are lwkt / peer from the same run: below 1.0 "
+               "means lwkt is faster. Compare figures only within one run: ratios move with the "
+               "host." % doc["repetitions"])
+    if matrix:
+        out.append("")
+        out.append("Atomic ping-pong floor between workers 0 and 1 (two pinned OS threads, one "
+                   "cache line), modes of its distribution: %s; median single round trip %.0f "
+                   "ns (including a %.0f ns clock read)." % (
+                       report_table.floor_note(matrix), matrix["medians"]["floor"],
+                       matrix["clock_ns"]))
+    out += [""] + report_table.markdown(rows, matrix) + [""]
+    out += report_table.preempt_line(fig) + [""]
+    out += report_table.latency_lines(fig) + [""]
+    if matrix:
+        out.append("Worker-to-worker matrix (%d workers, median of %d samples of %d round trips,"
+                   " first dropped), ns per round trip, lwkt / atomic floor:" % (
+                       matrix["workers"], matrix["samples"], matrix["trips"]))
+        out.append("")
+        out.append("| initiator -> receiver | lwkt ns | atomic ns | ratio |")
+        out.append("|---|---:|---:|---:|")
+        for c in matrix["matrix"]:
+            out.append("| %d (PU %d) -> %d (PU %d) | %.0f | %.0f | %.2fx |" % (
+                c["a"], c["pu_a"], c["b"], c["pu_b"], c["lwkt_ns"], c["atomic_ns"],
+                c["lwkt_ns"] / c["atomic_ns"]))
+        out.append("")
+    for name, (png, caption) in charts.items():
+        out += ["## %s" % caption, "", "![%s](%s)" % (name, png), ""]
+    if missing:
+        out += ["## Not in this run", ""] + ["- %s: %s" % kv for kv in missing] + [""]
+    out += ["## Groups", "", "| group | seconds | note |", "|---|---:|---|"]
+    out += ["| %s | %.1f | %s |" % (g["name"], g["seconds"], g.get("error") or "")
+            for g in doc["groups"]]
+    out += ["", "## Every figure", "", "| benchmark | ns (median) | spread |", "|---|---:|---:|"]
+    out += ["| %s | %.1f | %s |" % (n, fig.ns[n], report_table.pct(fig.spread(n)))
+            for n in sorted(fig.ns)]
+    return "\n".join(out) + "\n"
+
+
+def readme_block(doc, rows, charts, md_rel, out_dir_rel):
+    m = doc["machine"]
+    who = "%s, %s PUs, %s hypervisor, %s" % (m["cpu_model"], m["process_cpus"], m["hypervisor"],
+                                            m["date"][:10])
+    out = [README_BEGIN, "", "From the committed run on **%s** (commit %s; full report: [%s](%s))."
+           % (who, m["lwkt_commit"], os.path.basename(md_rel), md_rel), ""]
+    out += report_table.markdown(rows, doc.get("matrix")) + [""]
+    for name in ("peers", "roundtrip-cdf", "matrix"):
+        if name in charts:
+            png, caption = charts[name]
+            out += ["%s (%s):" % (caption, who), "",
+                    "![%s](%s)" % (name, os.path.join(out_dir_rel, png)), ""]
+    out.append(README_END)
+    return "\n".join(out)
+
+
+def update_readme(block):
+    path = os.path.join(REPO, "README.md")
+    with open(path) as f:
+        text = f.read()
+    if README_BEGIN in text and README_END in text:
+        pre, rest = text.split(README_BEGIN, 1)
+        post = rest.split(README_END, 1)[1]
+        text = pre + block + post
+    else:
+        text = text.rstrip("\n") + "\n\n## Results\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def write_outputs(doc, out_dir, args, prune_older):
+    machine = doc["machine"]
+    missing = list(doc.get("missing", []))
+    date, slug = machine["date"][:10], machine["slug"]
+    stem = "%s-%s" % (date, slug)
+    fig = report_table.Figures(doc["benchmarks"])
+    rows = list(report_table.rows(fig, "not in --quick" if doc.get("quick") else None))
+    title = "%s, %s PUs" % (machine["cpu_model"], machine["process_cpus"])
+    charts = {}
+    for name, draw in report_charts.CHARTS:
+        png = "%s-%s.png" % (stem, name)
+        try:
+            caption = draw({"fig": fig, "matrix": doc.get("matrix"), "rows": rows,
+                            "title": title, "out": os.path.join(out_dir, png)})
+            charts[name] = (png, caption)
+        except report_charts.Missing as e:
+            missing.append(("chart " + name, str(e)))
+    if prune_older:
+        prune(out_dir, date, slug)
+    with open(os.path.join(out_dir, stem + ".json"), "w") as f:
+        json.dump(doc, f, indent=1)
+    md = render(doc, fig, rows, charts, missing)
+    md_path = os.path.join(out_dir, stem + ".md")
+    with open(md_path, "w") as f:
+        f.write(md)
+    if args.update_readme:
+        rel = os.path.relpath(md_path, REPO)
+        update_readme(readme_block(doc, rows, charts, rel, os.path.relpath(out_dir, REPO)))
+    print(md)
+    print("report: %s (%d charts, %d items missing)" % (md_path, len(charts), len(missing)),
+          file=sys.stderr)
+
+
+def rerender(args):
+    with open(args.from_json) as f:
+        doc = json.load(f)
+    out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.from_json))
+    doc["missing"] = [tuple(m) for m in doc.get("missing", [])]
+    write_outputs(doc, out_dir, args, prune_older=False)
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin-dir", required=True, help="folder holding bench/lwkt_bench")
+    ap.add_argument("--quick", action="store_true", help="a one-minute subset")
+    ap.add_argument("--out-dir", default=None, help="default results/ (results/quick/)")
+    ap.add_argument("--update-readme", action="store_true",
+                    help="rewrite README.md's Results section from this run")
+    ap.add_argument("--from-json", default=None,
+                    help="re-render the Markdown and charts of a saved run (no benchmarks)")
+    args = ap.parse_args()
+    if args.from_json:
+        return rerender(args)
+    args.repetitions = 3 if args.quick else 5
+    args.min_time = 0.2 if args.quick else None
+    out_dir = args.out_dir or os.path.join(REPO, "results", "quick" if args.quick else "")
+    os.makedirs(out_dir, exist_ok=True)
+    bench = os.path.join(args.bin_dir, "bench", "lwkt_bench")
+    matrix_bin = os.path.join(args.bin_dir, "bench", "latency_matrix")
+
+    machine = report_machine.collect(REPO)
+    print("\n".join(report_machine.markdown(machine)), file=sys.stderr, flush=True)
+    groups = [(n, f) for n, f, q in GROUPS if q or not args.quick]
+    names = list_benchmarks(bench)
+    covered = [b for b in names if any(re.search(f, b) for _, f, _ in GROUPS)]
+    others = [b for b in names if b not in covered]
+    if others and not args.quick:
+        # Benchmarks added later (I/O, server) join the report without editing this list.
+        groups.append(("other", "^(%s)$" % "|".join(re.escape(b) for b in others)))
+    total = len(groups) + 1
+    timeout = 300 if args.quick else 900
+    benchmarks, context, group_log, missing = [], {}, [], []
+    for i, (name, flt) in enumerate(groups, 1):
+        progress_start(i, total, name)
+        t0 = time.time()
+        got, ctx, err = run_group(bench, flt, args, timeout)
+        benchmarks += got
+        context = context or ctx
+        secs = time.time() - t0
+        group_log.append({"name": name, "seconds": round(secs, 1), "error": err})
+        if err:
+            missing.append((name, err))
+        progress(secs, "FAILED: " + err if err else "")
+    progress_start(total, total, "worker-to-worker matrix")
+    t0 = time.time()
+    matrix, err = run_matrix(matrix_bin, args, timeout)
+    group_log.append({"name": "worker-to-worker matrix", "seconds": round(time.time() - t0, 1),
+                      "error": err})
+    if err:
+        missing.append(("worker-to-worker matrix", err))
+    progress(time.time() - t0, "FAILED: " + err if err else "")
+
+    doc = {"machine": machine, "context": context, "benchmarks": benchmarks, "matrix": matrix,
+           "groups": group_log, "repetitions": args.repetitions, "quick": args.quick,
+           "missing": missing}
+    write_outputs(doc, out_dir, args, prune_older=not args.quick)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Tests of the report tooling (tools/report.py, report_table.py, report_charts.py) on
+synthetic Google Benchmark and latency_matrix documents: figures, spread, ratio marks,
+missing rows with reasons, the one-run-per-machine rule, and a full render with charts."""
+import json
+import os
+import shutil
+import sys
+import tempfile
+import types
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import report  # noqa: E402
+import report_table  # noqa: E402
+
+
+def agg(name, kind, value, unit="ns"):
+    return {"name": name + "_" + kind, "run_name": name, "run_type": "aggregate",
+            "aggregate_name": kind, "real_time": value, "time_unit": unit}
+
+
+def bench(name, median, cv, unit="ns", **counters):
+    mean = median
+    out = [agg(name, "mean", mean, unit), agg(name, "median", median, unit),
+           agg(name, "stddev", mean * cv, unit)]
+    out[1].update(counters)
+    return out
+
+
+MATRIX = {
+    "workers": 2, "samples": 10, "trips": 100, "cdf_trips": 1000, "clock_ns": 20,
+    "matrix": [{"a": 0, "b": 1, "pu_a": 0, "pu_b": 1, "lwkt_ns": 600, "atomic_ns": 100},
+               {"a": 1, "b": 0, "pu_a": 1, "pu_b": 0, "lwkt_ns": 640, "atomic_ns": 110}],
+    "cdf": {k: [[i / 10, base * (1 + i / 10)] for i in range(11)]
+            for k, base in (("floor", 100), ("polling", 600), ("parked", 20000))},
+    "medians": {"floor": 150, "polling": 900, "parked": 30000},
+    "floor_modes": [{"ns": 109.5, "share": 0.4}, {"ns": 151.5, "share": 0.55}],
+}
+
+
+def benchmarks():
+    b = []
+    b += bench("BM_Switch_Raw", 12.0, 0.01)
+    b += bench("BM_Peer_BoostContext_Jump", 12.5, 0.02)
+    b += bench("BM_Yield", 30.0, 0.15)  # unstable input
+    b += bench("BM_Peer_BoostFiber_Yield", 70.0, 0.01)
+    b += bench("BM_RoundTrip_Polling", 0.7, 0.02, unit="us")
+    b += bench("BM_Peer_AtomicPingPong", 100.0, 0.01)
+    for n in (10, 100, 1000, 10000, 100000):
+        b += bench("BM_Runq_EnqueueDequeue/%d" % n, 15.0 + n / 1e5, 0.01)
+        b += bench("BM_Runq_EnqueueDequeueMixedUpri/%d" % n, 16.0, 0.01)
+    b += bench("BM_WakeLatency_Futex/iterations:2000", 9000, 0.02, p50_ns=7000.0,
+               p99_ns=15000.0, p999_ns=30000.0)
+    return b
+
+
+class TableTest(unittest.TestCase):
+    def setUp(self):
+        self.fig = report_table.Figures(benchmarks())
+        self.rows = {r["label"]: r for r in report_table.rows(self.fig, "skipped")}
+
+    def test_medians_are_scaled_to_ns_and_spread_is_cv(self):
+        self.assertAlmostEqual(self.fig.ns["BM_RoundTrip_Polling"], 700.0)
+        self.assertAlmostEqual(self.fig.spread("BM_Yield"), 0.15)
+        self.assertIn("BM_WakeLatency_Futex", self.fig.counters)
+
+    def test_ratio_target_and_unstable_mark(self):
+        r = self.rows["raw switch, there and back"]
+        self.assertAlmostEqual(r["ratio"], 12.0 / 12.5)
+        self.assertTrue(r["met"])
+        self.assertFalse(r["unstable"])
+        y = self.rows["yield between two threads"]
+        self.assertTrue(y["unstable"])  # 15% > 10%
+        p = self.rows["cross-worker round trip, receiver polling"]
+        self.assertAlmostEqual(p["ratio"], 7.0)
+        self.assertFalse(p["met"])  # target 2.0x
+
+    def test_missing_rows_say_why(self):
+        r = self.rows["create+run+exit+join"]
+        self.assertIn("skipped", r["missing"])
+        self.assertIn("BM_CreateExit_Join", r["missing"])
+
+    def test_cross_worker_rows_carry_the_floor_modes(self):
+        md = "\n".join(report_table.markdown(list(self.rows.values()), MATRIX))
+        line = [l for l in md.splitlines() if l.startswith("| cross-worker round trip, receiver polling")][0]
+        self.assertIn("110 ns (40%) / 152 ns (55%)", line)
+        self.assertIn("7.00x", line)
+        self.assertIn("NO", line)
+        sw = [l for l in md.splitlines() if l.startswith("| raw switch, there and back")][0]
+        self.assertTrue(sw.endswith("| - |"))  # not a cross-worker row
+
+
+class OutputTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    def touch(self, name):
+        with open(os.path.join(self.dir, name), "w") as f:
+            f.write("x")
+
+    def test_prune_keeps_one_run_per_machine(self):
+        for n in ("2026-11-01-amd-x-2pu.json", "2026-11-01-amd-x-2pu.md",
+                  "2026-11-01-amd-x-2pu-runq.png", "2026-11-01-intel-y-2pu.json",
+                  "2026-12-01-amd-x-2pu.json"):
+            self.touch(n)
+        report.prune(self.dir, "2026-12-01", "amd-x-2pu")
+        self.assertEqual(sorted(os.listdir(self.dir)),
+                         ["2026-11-01-intel-y-2pu.json", "2026-12-01-amd-x-2pu.json"])
+
+    def test_render_writes_markdown_json_and_charts(self):
+        machine = {"cpu_model": "Test CPU", "cpu_vendor": "V", "cpu_family_model": "f m s",
+                   "arch": "x86_64", "packages": 1, "numa_nodes": 1, "cores": 2, "pus": 2,
+                   "process_cpus": 2, "kernel": "k", "hypervisor": "none", "compiler": "g++",
+                   "libraries": {"hwloc": "1"}, "lwkt_commit": "abc", "date": "2026-12-01T00:00:00Z",
+                   "slug": "test-cpu-2pu"}
+        doc = {"machine": machine, "context": {}, "benchmarks": benchmarks(), "matrix": MATRIX,
+               "groups": [{"name": "g", "seconds": 1.0, "error": None}], "repetitions": 5,
+               "quick": False, "missing": [("tokens", "did not finish within 900 s")]}
+        args = types.SimpleNamespace(update_readme=False)
+        stdout = sys.stdout
+        sys.stdout = open(os.devnull, "w")
+        try:
+            report.write_outputs(doc, self.dir, args, prune_older=True)
+        finally:
+            sys.stdout.close()
+            sys.stdout = stdout
+        stem = os.path.join(self.dir, "2026-12-01-test-cpu-2pu")
+        with open(stem + ".md") as f:
+            md = f.read()
+        with open(stem + ".json") as f:
+            self.assertEqual(json.load(f)["machine"]["slug"], "test-cpu-2pu")
+        self.assertIn("| CPU | Test CPU", md)
+        self.assertIn("- tokens: did not finish within 900 s", md)
+        self.assertIn("chart idle-policy", md)  # named as missing, with its reason
+        if shutil.which("gnuplot"):
+            for chart in ("runq", "roundtrip-cdf", "matrix", "peers", "wake-latency"):
+                png = "%s-%s.png" % (stem, chart)
+                self.assertTrue(os.path.getsize(png) > 1000, chart)
+                self.assertIn("(%s)" % os.path.basename(png), md)
+
+
+if __name__ == "__main__":
+    unittest.main()
