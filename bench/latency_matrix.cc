@@ -2,30 +2,32 @@
 //
 // Two measurements, written as one JSON document (--out):
 //   matrix  every ordered pair (a, b) of workers, a != b: an lwkt round trip (a thread on
-//           worker a schedules a thread on worker b, which schedules it back; both poll
-//           when idle) beside the atomic ping-pong floor between two OS threads pinned to
-//           the same two PUs. In the style of core-to-core latency charts: each sample
-//           times --trips round trips, --samples samples per pair, the first sample is
-//           dropped (warm-up), the median sample is reported, in ns per round trip.
+//           worker a schedules a thread on worker b, which schedules it back; idle workers
+//           poll) beside the atomic ping-pong floor on the same two PUs (the same two lwkt
+//           threads spinning on one cache line: nothing is scheduled, so it is the
+//           hardware's round trip between the workers' pinned OS threads). In the style of
+//           core-to-core latency charts: each sample times --trips round trips, --samples
+//           samples per pair and kind, the first dropped (warm-up), the median reported, in
+//           ns per round trip. The two kinds alternate sample by sample, because this host's
+//           cross-CPU latency changes in phases of a few hundred milliseconds (seen: 90 ns
+//           and 460 ns on one 2-vCPU guest): a ratio from one phase against the other would
+//           be meaningless.
 //   cdf     for the pair (0, 1): the distribution of single round trips (--cdf_trips of
-//           each kind): the atomic floor, lwkt with the receiver polling, lwkt with the
-//           receiver parked (idle_spin 0). Each value includes one steady_clock read,
-//           whose own cost is measured and reported as clock_ns. Stored as quantiles.
-//   floor   the modes of the floor's distribution (it is bimodal on some VMs, by host
+//           each kind, alternating in chunks): the atomic floor, lwkt with the receiver
+//           polling, lwkt with the receiver parked (idle_spin 0, its own runtime). Each value
+//           includes one steady_clock read, whose own cost is reported as clock_ns. Stored as
+//           quantiles.
+//   floor   the modes of the floor's distribution (bimodal on some VMs, by host
 //           placement): every histogram peak holding at least 15% of the samples.
 //
 // Usage: latency_matrix --out=FILE [--workers=N] [--samples=100] [--trips=1000]
 //                       [--cdf_trips=50000]
-#include <pthread.h>
-#include <sched.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -57,54 +59,6 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-void pin_to_pu(int pu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(pu, &set);
-  pthread_setaffinity_np(pthread_self(), sizeof set, &set);
-}
-
-// Atomic ping-pong between OS threads pinned to PUs pa and pb: the hardware floor.
-// One sample = `trips` round trips timed on the initiator; with `each`, every trip is
-// timed on its own and appended there.
-std::vector<double> atomic_pingpong(int pa, int pb, int samples, int trips,
-                                    std::vector<double>* each) {
-  std::atomic<int> v{0};
-  std::vector<double> out;
-  std::thread peer([&] {
-    pin_to_pu(pb);
-    for (;;) {
-      int x;
-      while ((x = v.load(std::memory_order_acquire)) != 1) {
-        if (x == 2) return;
-      }
-      v.store(0, std::memory_order_release);
-    }
-  });
-  std::thread self([&] {
-    pin_to_pu(pa);
-    for (int s = 0; s < samples; ++s) {
-      const auto t0 = Clock::now();
-      for (int i = 0; i < trips; ++i) {
-        const auto t1 = each ? Clock::now() : t0;
-        v.store(1, std::memory_order_release);
-        while (v.load(std::memory_order_acquire) != 0) {
-        }
-        if (each) each->push_back(ns_since(t1));
-      }
-      out.push_back(ns_since(t0) / trips);
-    }
-    v.store(2, std::memory_order_release);
-  });
-  self.join();
-  peer.join();
-  return out;
-}
-
-using lwkt_bench::block_until;
-
-// lwkt round trip between a thread on worker a and one on worker b (same protocol as
-// bench/ipi_bench.cc's BM_RoundTrip_*), sampled like atomic_pingpong.
 lwkt::thread_ref spawn_or_die(lwkt::Runtime& rt, absl::AnyInvocable<void()> fn,
                               const lwkt::thread_options& o) {
   auto t = rt.spawn(std::move(fn), o);
@@ -115,48 +69,96 @@ lwkt::thread_ref spawn_or_die(lwkt::Runtime& rt, absl::AnyInvocable<void()> fn,
   return std::move(*t);
 }
 
-std::vector<double> lwkt_pingpong(lwkt::Runtime& rt, int a, int b, int samples, int trips,
-                                  std::vector<double>* each) {
-  std::atomic<int> turn{0};
-  std::atomic<bool> done{false};
+using lwkt_bench::block_until;
+
+enum Kind { kLwkt = 0, kAtomic = 1 };
+
+struct Series {
+  std::vector<double> per_sample[2];  // ns per round trip, one value per sample
+  std::vector<double> each[2];        // single round trips (when asked for)
+};
+
+// A on worker a, B on worker b. Sample by sample, alternating:
+//   kLwkt    A: turn = 1, schedule(B), block until turn == 0; B (woken): turn = 0,
+//            schedule(A). One round trip through both workers' schedulers.
+//   kAtomic  A wakes B once with cmd = kAtomic, waits until B spins, then `trips` times
+//            stores v = 1 and spins until B stored v = 0. No scheduling: the floor.
+// With `each`, every trip is timed on its own (and samples are chunks of `trips`).
+Series pair_samples(lwkt::Runtime& rt, int a, int b, int samples, int trips, bool each) {
+  // One cache line each: the ping-pong word must not share a line with the control words.
+  struct alignas(64) Line {
+    std::atomic<int> x{0};
+  };
+  Line turn, v, ready, cmd;
   std::atomic<lwkt::thread*> a_td{nullptr};
-  std::vector<double> out;
+  Series out;
+  constexpr int kDone = 2;
   lwkt::thread_options bo;
   bo.worker = b;
   bo.nostart = true;
-  bo.name = "rt-b";
-  lwkt::thread_ref tb = spawn_or_die(rt, 
+  bo.name = "pair-b";
+  lwkt::thread_ref tb = spawn_or_die(
+      rt,
       [&] {
         lwkt::thread* at = a_td.load();
         for (;;) {
-          block_until(turn, 1);
-          if (done.load(std::memory_order_acquire)) return;
-          turn.store(0, std::memory_order_release);
-          lwkt::schedule(at);
+          block_until(turn.x, 1);
+          // acquire (turn, in block_until): A wrote cmd before turn.
+          const int c = cmd.x.load(std::memory_order_relaxed);
+          turn.x.store(0, std::memory_order_release);
+          if (c == kDone) return;
+          if (c == kLwkt) {
+            lwkt::schedule(at);
+            continue;
+          }
+          ready.x.store(1, std::memory_order_release);
+          for (int i = 0; i < trips; ++i) {
+            while (v.x.load(std::memory_order_acquire) != 1) {
+            }
+            v.x.store(0, std::memory_order_release);
+          }
         }
       },
       bo);
   lwkt::thread* bt = tb.get();
   lwkt::thread_options ao;
   ao.worker = a;
-  ao.name = "rt-a";
-  lwkt::thread_ref ta = spawn_or_die(rt, 
+  ao.name = "pair-a";
+  lwkt::thread_ref ta = spawn_or_die(
+      rt,
       [&, bt] {
         a_td.store(lwkt::curthread());
-        lwkt::schedule(bt);
-        for (int s = 0; s < samples; ++s) {
+        lwkt::schedule(bt);  // B blocks until turn == 1
+        for (int s = 0; s < 2 * samples; ++s) {
+          const Kind k = static_cast<Kind>(s & 1);
+          cmd.x.store(k, std::memory_order_relaxed);
+          if (k == kAtomic) {
+            turn.x.store(1, std::memory_order_release);
+            lwkt::schedule(bt);
+            while (ready.x.load(std::memory_order_acquire) != 1) {
+            }
+            ready.x.store(0, std::memory_order_relaxed);
+          }
           const auto t0 = Clock::now();
           for (int i = 0; i < trips; ++i) {
             const auto t1 = each ? Clock::now() : t0;
-            turn.store(1, std::memory_order_release);
-            lwkt::schedule(bt);
-            block_until(turn, 0);
-            if (each) each->push_back(ns_since(t1));
+            if (k == kLwkt) {
+              turn.x.store(1, std::memory_order_release);
+              lwkt::schedule(bt);
+              block_until(turn.x, 0);
+            } else {
+              v.x.store(1, std::memory_order_release);
+              while (v.x.load(std::memory_order_acquire) != 0) {
+              }
+            }
+            if (each) out.each[k].push_back(ns_since(t1));
           }
-          out.push_back(ns_since(t0) / trips);
+          out.per_sample[k].push_back(ns_since(t0) / trips);
+          // After an atomic sample B returns to block_until(turn, 1) by itself: the next
+          // request finds it blocked or about to block, and either way sees turn == 1.
         }
-        done.store(true, std::memory_order_release);
-        turn.store(1, std::memory_order_release);
+        cmd.x.store(kDone, std::memory_order_relaxed);
+        turn.x.store(1, std::memory_order_release);
         lwkt::schedule(bt);
       },
       ao);
@@ -240,64 +242,42 @@ int main(int argc, char** argv) {
   }
   const int want = absl::GetFlag(FLAGS_workers);
   const int workers = want > 0 ? want : lwkt::Runtime::Options{}.workers;
-  // The placement first, from a runtime that is gone again before the floor is measured:
-  // polling workers spin on every PU they own, and would share the CPUs with the floor's
-  // two OS threads (on 2 vCPUs that multiplied the floor by 4).
-  std::vector<lwkt::worker_info> place;
-  {
-    auto probe = make_runtime(workers, absl::ZeroDuration());
-    place = probe->placement();
-    (void)probe->shutdown();
-  }
-  const int nw = static_cast<int>(place.size());
-  if (nw < 2) {
-    std::fprintf(stderr, "latency_matrix: needs at least 2 workers (has %d)\n", nw);
-    return 1;
-  }
-  struct Cell {
-    int a, b;
-    double lwkt_ns, atomic_ns;
-  };
-  std::vector<Cell> cells;
-  for (int a = 0; a < nw; ++a) {
-    for (int b = 0; b < nw; ++b) {
-      if (a != b) cells.push_back({a, b, NAN, NAN});
-    }
-  }
-
-  // The floor, with no runtime alive: every pair, then the distribution for (0, 1).
-  for (Cell& c : cells) {
-    c.atomic_ns =
-        steady_median(atomic_pingpong(place[c.a].pu, place[c.b].pu, samples, trips, nullptr));
-  }
   std::vector<double> floor_each, poll_each, park_each;
-  (void)atomic_pingpong(place[0].pu, place[1].pu, 2, 1000, nullptr);  // warm-up
-  (void)atomic_pingpong(place[0].pu, place[1].pu, 1, cdf_trips, &floor_each);
-
-  // lwkt, receiver polling: every pair, then the distribution for (0, 1).
+  std::vector<std::string> cell_json;
+  int nw = 0;
   {
     auto polling = make_runtime(workers, absl::Seconds(1));
-    for (Cell& c : cells) {
-      c.lwkt_ns = steady_median(lwkt_pingpong(*polling, c.a, c.b, samples, trips, nullptr));
+    const std::vector<lwkt::worker_info> place = polling->placement();
+    nw = static_cast<int>(place.size());
+    if (nw < 2) {
+      std::fprintf(stderr, "latency_matrix: needs at least 2 workers (has %d)\n", nw);
+      return 1;
     }
-    (void)lwkt_pingpong(*polling, 0, 1, 1, 1000, nullptr);
-    (void)lwkt_pingpong(*polling, 0, 1, 1, cdf_trips, &poll_each);
+    for (int a = 0; a < nw; ++a) {
+      for (int b = 0; b < nw; ++b) {
+        if (a == b) continue;
+        const Series r = pair_samples(*polling, a, b, samples, trips, false);
+        cell_json.push_back(absl::StrCat(
+            "{\"a\":", a, ",\"b\":", b, ",\"pu_a\":", place[a].pu, ",\"pu_b\":", place[b].pu,
+            ",\"lwkt_ns\":", num(steady_median(r.per_sample[kLwkt])), ",\"atomic_ns\":",
+            num(steady_median(r.per_sample[kAtomic])), "}"));
+      }
+    }
+    (void)pair_samples(*polling, 0, 1, 2, 1000, false);  // warm-up
+    const int chunk = std::min(cdf_trips, 1000);
+    const Series d = pair_samples(*polling, 0, 1, std::max(1, cdf_trips / chunk), chunk, true);
+    floor_each = d.each[kAtomic];
+    poll_each = d.each[kLwkt];
     (void)polling->shutdown();
   }
-  // lwkt, receiver parked (idle_spin 0): the distribution for (0, 1).
   {
+    // Parked: B's worker sleeps in the kernel between round trips (its floor is the
+    // wake-up of a halted vCPU, not a cache line: compare with the parked peers).
     auto parked = make_runtime(workers, absl::ZeroDuration());
     const int n = std::max(10, cdf_trips / 5);  // each is ~100x slower
-    (void)lwkt_pingpong(*parked, 0, 1, 1, 100, nullptr);
-    (void)lwkt_pingpong(*parked, 0, 1, 1, n, &park_each);
+    const Series d = pair_samples(*parked, 0, 1, 1, n, true);
+    park_each = d.each[kLwkt];
     (void)parked->shutdown();
-  }
-  std::vector<std::string> cell_json;
-  for (const Cell& c : cells) {
-    cell_json.push_back(absl::StrCat("{\"a\":", c.a, ",\"b\":", c.b, ",\"pu_a\":",
-                                     place[c.a].pu, ",\"pu_b\":", place[c.b].pu,
-                                     ",\"lwkt_ns\":", num(c.lwkt_ns), ",\"atomic_ns\":",
-                                     num(c.atomic_ns), "}"));
   }
   std::vector<double> clock_cost;
   for (int i = 0; i < 1000; ++i) {
