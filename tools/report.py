@@ -129,9 +129,11 @@ def render(doc, fig, rows, charts, missing):
                "host." % doc["repetitions"])
     if matrix:
         out.append("")
-        out.append("Atomic ping-pong floor between workers 0 and 1 (two pinned OS threads, one "
-                   "cache line), modes of its distribution: %s; median single round trip %.0f "
-                   "ns (including a %.0f ns clock read)." % (
+        out.append("Atomic ping-pong floor between workers 0 and 1 (their pinned threads "
+                   "spinning on one cache line, nothing scheduled), modes of the single-round-"
+                   "trip distribution: %s; median single round trip %.0f ns (each includes a "
+                   "%.0f ns clock read). The matrix's lwkt and floor samples alternate, so each "
+                   "ratio compares one phase of the host with itself." % (
                        report_table.floor_note(matrix), matrix["medians"]["floor"],
                        matrix["clock_ns"]))
     out += [""] + report_table.markdown(rows, matrix) + [""]

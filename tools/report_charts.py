@@ -56,7 +56,7 @@ def runq(fig, out, machine):
     if len(pts) < 3:
         raise Missing("fewer than 3 run-queue sizes measured (BM_Runq_EnqueueDequeue/N)")
     s = _head(out, "Run queue: enqueue + dequeue vs runnable threads (%s)" % machine)
-    s += ('set logscale x\nset xlabel "runnable threads on the queue"\n'
+    s += ('set logscale x\nset rmargin 6\nset xlabel "runnable threads on the queue"\n'
           'set ylabel "ns per enqueue + dequeue (median)"\nset yrange [0:*]\n'
           'plot "runq.dat" u 1:2 w lp lw 2 pt 7 lc rgb "%s" t "lwkt runq, 1 td_upri value", '
           '"runq.dat" u 1:3 w lp lw 2 pt 5 lc rgb "%s" t "lwkt runq, 4 td_upri values"\n' % (
