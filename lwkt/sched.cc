@@ -176,8 +176,10 @@ void handle_schedmsg(ipiq::inbox_msg* msg, void* ctx) {
   auto* gd = static_cast<globaldata*>(ctx);
   thread* td = static_cast<thread_msg*>(msg)->td;
   // acq_rel: a schedule() that runs after this clear must send a new message (it sees the
-  // bit clear); one that ran before is covered by what follows.
-  td->td_mpflags.fetch_and(~TDF_MP_WAKEPEND, std::memory_order_acq_rel);
+  // bit clear); one that ran before is covered by what follows. A deschedule posted before
+  // this point is behind us in the inbox or already ran; either way the next schedule()
+  // may coalesce again only with a message that no deschedule follows.
+  td->td_mpflags.fetch_and(~(TDF_MP_WAKEPEND | TDF_MP_DESCHEDPOSTED), std::memory_order_acq_rel);
   schedule_on_owner(gd, td);
 }
 
@@ -218,8 +220,16 @@ void schedule_remote(thread* td) {
   // check would never run); see api_guard.
   api_guard g(owner->gd_runtime);
   if (!g.ok()) return;
-  // acq_rel: exactly one sender of a burst posts the embedded message.
-  if (td->td_mpflags.fetch_or(TDF_MP_WAKEPEND, std::memory_order_acq_rel) & TDF_MP_WAKEPEND) {
+  // acq_rel: exactly one sender of a burst posts the embedded message. A schedule that
+  // finds it in flight coalesces with it, unless a deschedule was posted since: that
+  // deschedule runs after the embedded message, so this request needs its own message,
+  // queued after the deschedule (FIFO inbox), or the thread would end descheduled although
+  // the caller's last call was schedule().
+  const std::uint32_t mp = td->td_mpflags.fetch_or(TDF_MP_WAKEPEND, std::memory_order_acq_rel);
+  if (mp & TDF_MP_WAKEPEND) {
+    if (!(mp & TDF_MP_DESCHEDPOSTED)) return;
+    hold(td);
+    send_ipi(owner, ipi_schedule, td, 0, nullptr, false);
     return;
   }
   hold(td);
@@ -362,6 +372,10 @@ void deschedule(thread* td) {
   internal::api_guard g(owner->gd_runtime);  // from outside: refused once shutdown began
   if (!g.ok()) return;
   hold(td);  // released by the owner's handler
+  // From outside, before posting: a later schedule() must not coalesce with a td_schedmsg
+  // that this deschedule follows (see schedule_remote). A stale bit (no message in flight)
+  // costs at most one extra schedule message. From a worker the flag is harmless too.
+  if (!mycpu()) td->td_mpflags.fetch_or(TDF_MP_DESCHEDPOSTED, std::memory_order_acq_rel);
   internal::send_ipi(owner, internal::ipi_deschedule, td, 0, nullptr, false);
 }
 

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "lwkt/testing.h"
 
 namespace lwkt {
@@ -169,6 +170,53 @@ TEST(Sched, CriticalSectionDefersRemoteRequests) {
   target->join();
   EXPECT_FALSE(queued_inside.load());
   EXPECT_TRUE(queued_after.load());
+}
+
+// From an OS thread that is not a worker, schedule(); deschedule(); schedule() leaves the
+// thread runnable, also when all three are queued before the owner drains any (it is held
+// in a critical section): the second schedule must not coalesce with the first's message,
+// which the deschedule follows. Before the fix the thread stayed descheduled forever.
+TEST(Sched, OutsideScheduleAfterDescheduleIsNotCoalesced) {
+  auto rt = test_runtime(1);
+  for (int round = 0; round < 50; ++round) {
+    std::atomic<bool> ran{false}, go{false};
+    std::atomic<int> phase{0};
+    thread_options to;
+    to.worker = 0;
+    auto target = rt->spawn(
+        [&] {
+          testing::block_self();
+          ran = true;
+          testing::block_until(go);
+        },
+        to);
+    ASSERT_TRUE(target.ok());
+    thread* t = target->get();
+    auto holder = rt->spawn(
+        [&] {
+          while (t->td_flags & (TDF_RUNQ | TDF_NOSTART)) yield();  // until the target blocks
+          crit_enter();
+          phase.store(1);
+          while (phase.load() != 2) {}  // the three requests are posted meanwhile
+          crit_exit();                  // they run now, in order
+        },
+        to);
+    ASSERT_TRUE(holder.ok());
+    while (phase.load() != 1) {}
+    schedule(t);
+    deschedule(t);
+    schedule(t);
+    phase.store(2);
+    holder->join();
+    // The last call was schedule(): the target must run. Bounded wait (a lost schedule
+    // never runs it); generous for loaded CI machines.
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (!ran.load() && absl::Now() < deadline) absl::SleepFor(absl::Microseconds(50));
+    ASSERT_TRUE(ran.load()) << "round " << round << ": the final schedule() was lost";
+    go = true;
+    schedule(t);
+    target->join();
+  }
 }
 
 TEST(Sched, SetpriReordersQueuedThread) {

@@ -60,6 +60,8 @@ inline constexpr std::uint32_t TDF_MP_GIVEN = 0x0008;     // giveaway() done; ac
 inline constexpr std::uint32_t TDF_MP_INTR = 0x0010;      // lwkt::interrupt() pending
 inline constexpr std::uint32_t TDF_MP_RESTART = 0x0020;   // ... and asks for ERESTART
 inline constexpr std::uint32_t TDF_MP_SCHEDPEND = 0x0040; // scheduled while in transit
+inline constexpr std::uint32_t TDF_MP_DESCHEDPOSTED = 0x0080; // an outside deschedule is queued
+                                                             // (behind td_schedmsg, perhaps)
 
 inline constexpr int kAnyWorker = -1;
 inline constexpr int LWKT_MAXTOKENS = 32;  // token references per thread
