@@ -152,10 +152,12 @@ void kern_yield(int pri) {
   globaldata* gd = internal::lwkt_caller("lwkt::kern_yield");
   thread* td = gd->gd_curthread;
   if (pri != kPriUser) setpri_self(pri);
-  // Relinquish: go behind every thread of our priority (voluntary round robin) and switch.
+  // Relinquish: stay runnable, behind every thread of our priority whatever their td_upri
+  // (voluntary round robin), and switch. Queued first: a caller off the run queue (it
+  // descheduled itself) would otherwise be inserted by td_upri, ahead of worse-upri equals.
   ++td->td_critcount;
-  if (td->td_flags & TDF_RUNQ) gd->gd_tdrunq.rotate_level(td);
   internal::enqueue(gd, td);
+  gd->gd_tdrunq.rotate_level(td);
   lwkt_switch();
   crit_exit();
 }

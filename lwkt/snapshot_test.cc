@@ -128,6 +128,33 @@ TEST(Snapshot, ShouldYieldAfterASliceAndKernYieldRotates) {
   EXPECT_EQ(order, "om");
 }
 
+// kern_yield by a thread that has descheduled itself: it stays runnable and still goes
+// behind every equal-priority thread, whatever their td_upri. Before the fix it was
+// re-inserted by its better td_upri, ahead of `other`, and ran again first.
+TEST(Snapshot, KernYieldOffTheRunQueueGoesBehindWorseUpriEquals) {
+  auto rt = test_runtime(1);
+  std::string order;
+  run_on(*rt, [&] {
+    auto me = create(
+        [&] {
+          thread_options eq;
+          eq.nostart = true;
+          eq.upri = 0;
+          auto other = create([&] { order += 'o'; }, eq);
+          ASSERT_TRUE(other.ok());
+          schedule(other->get());
+          deschedule_self();
+          kern_yield(kPriUser);
+          order += 'm';
+          other->join();
+        },
+        {.name = "better-upri", .upri = 5});
+    ASSERT_TRUE(me.ok());
+    me->join();
+  });
+  EXPECT_EQ(order, "om");
+}
+
 // A worker kept busy has a load average that rises toward the number of runnable threads.
 TEST(Snapshot, LoadAverageRisesUnderLoad) {
   auto rt = test_runtime(1);
