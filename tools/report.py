@@ -40,7 +40,7 @@ GROUPS = [
     ("cross-worker round trip",
      r"^BM_(RoundTrip_|Peer_AtomicPingPong|Peer_CondvarPingPong|Peer_BoostFiber_Channel|"
      r"IpiThroughput)", True),
-    ("wake latency", r"^BM_WakeLatency_", False),
+    ("wake latency", r"^BM_WakeLatency_", True),
     ("tokens", r"^BM_(Token_|Peer_StdMutex_|Peer_AbslMutex_|Yield_HoldingTokens)", True),
     ("sleep/wakeup and preemption",
      r"^BM_(SleepWakeup_|Peer_CondvarSleepWakeup|Peer_BoostFiber_CondvarRoundTrip|WakeupToRun_|"
