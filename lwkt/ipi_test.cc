@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "lwkt/sched.h"
 #include "lwkt/testing.h"
 
@@ -104,6 +105,66 @@ TEST(Ipi, FullRingsInBothDirectionsFinish) {
   }
   EXPECT_EQ(g_count.load(), 2 * n);
   EXPECT_GT(rt->stats().parks + 1, 0u);
+}
+
+// Two workers whose rings to each other are full both block in their sends, and each
+// drains the other's ring down to the level the other advertised (DragonFly's nested
+// drain). A handler run there may block on its own ring again (nested thresholds); when
+// that inner wait ends it must restore the outer wait's drain level, not clear it: the
+// outer send is still blocked, and its receiver relies on the level. Before the fix the
+// level read 0 after the handler's sends. Both senders hold a critical section, so
+// messages run only in these blocked-send drains.
+struct drain_level_probe {
+  std::atomic<bool> h_done{false};
+  std::atomic<std::uint32_t> before{0}, after{0};
+  std::atomic<std::uint64_t> handler_waits{0};  // blocked sends inside the handler
+};
+drain_level_probe* g_probe;
+
+ipiq::ring& ring_0_to_1(globaldata* gd0) { return gd0->gd_rings[gd0->gd_cpuid * gd0->gd_ncpus + 1]; }
+
+void nop(void*) {}
+
+// Slower than a send, so that the handler's burst outruns worker 1's drain and blocks.
+void slow_nop(void*) {
+  const absl::Time until = absl::Now() + absl::Microseconds(5);
+  while (absl::Now() < until) {}
+}
+
+void nested_blocking_handler(void*, int, globaldata* gd) {
+  drain_level_probe& p = *g_probe;
+  p.before = ring_0_to_1(gd).drain();  // worker 0's blocked outer send's level
+  const std::uint64_t w0 = gd->gd_stats.ipi_waits.get();
+  // Four rings' worth: some of these block at the nested threshold.
+  for (std::uint32_t i = 0; i < 4 * ipiq::ring::kCapacity; ++i) send_ipiq(1, slow_nop, nullptr);
+  p.after = ring_0_to_1(gd).drain();  // the outer send is still blocked: its level again
+  p.handler_waits = gd->gd_stats.ipi_waits.get() - w0;
+  p.h_done = true;
+}
+
+TEST(Ipi, NestedBlockedSendRestoresTheOuterDrainLevel) {
+  auto rt = test_runtime(2);
+  drain_level_probe p;
+  g_probe = &p;
+  std::vector<thread_ref> tds;
+  for (int w = 0; w < 2; ++w) {
+    thread_options o;
+    o.worker = w;
+    auto t = rt->spawn(
+        [&p, w] {
+          crit_enter();
+          if (w == 1) send_ipiq3(0, nested_blocking_handler, nullptr, 0);  // first in 1 -> 0
+          while (!p.h_done) send_ipiq(1 - w, nop, nullptr);  // until both sends block
+          crit_exit();
+        },
+        o);
+    ASSERT_TRUE(t.ok());
+    tds.push_back(std::move(*t));
+  }
+  for (auto& t : tds) t.join();
+  EXPECT_EQ(p.before.load(), ipiq::ring::kCapacity / 4 + 1);  // "drain me down to 1/4"
+  EXPECT_EQ(p.after.load(), p.before.load());
+  EXPECT_GE(p.handler_waits.load(), 1u);  // the scenario happened: the inner send blocked
 }
 
 std::atomic<int> g_order_pos;   // entries published (release) to the test's main
