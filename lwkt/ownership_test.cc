@@ -173,7 +173,7 @@ TEST(Ownership, RequestsRaceHopsOntoTheRequestersWorker) {
 // to worker 0 by itself. A thread on worker 2 hammers G throughout.
 void requests_race_giveaway_acquire() {
   auto rt = test_runtime(3);
-  std::atomic<bool> stop{false}, stop_giver{false};
+  std::atomic<bool> stop{false}, stop_giver{false}, stop_taker{false};
   ending end_g;
   std::atomic<long> calls{0}, handoffs{0};
   std::atomic<thread*> in_transit{nullptr};
@@ -220,6 +220,11 @@ void requests_race_giveaway_acquire() {
   auto taker = rt->spawn(
       [&] {
         for (;;) {
+          // The stop flag first, then the slot: stop_taker is set after the giver was
+          // joined, so once it reads true the slot holds the giver's last handoff. (Reading
+          // the slot first, then the giver's own stop flag, returned with G still given
+          // away: finish() then waited for it forever, the hang this test showed under load.)
+          const bool stopping = stop_taker.load(std::memory_order_acquire);
           thread* t = in_transit.load(std::memory_order_acquire);
           if (t) {
             acquire(t);
@@ -227,7 +232,7 @@ void requests_race_giveaway_acquire() {
             in_transit.store(nullptr, std::memory_order_release);
             handoffs.fetch_add(1, std::memory_order_relaxed);
             schedule(t);
-          } else if (stop_giver.load(std::memory_order_relaxed)) {
+          } else if (stopping) {
             return;
           }
           lwkt_pause(absl::Microseconds(5));
@@ -245,6 +250,7 @@ void requests_race_giveaway_acquire() {
   h->join();
   stop_giver = true;
   giver->join();
+  stop_taker.store(true, std::memory_order_release);
   taker->join();  // acquires (and schedules) a last given-away G before it returns
   testing::run_on(*rt, [&] { finish(*g, end_g); }, kFinishWorker);
   EXPECT_GT(handoffs.load(), 0);
