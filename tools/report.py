@@ -58,9 +58,15 @@ def progress(secs, note=""):
 
 
 def list_benchmarks(binary):
-    p = subprocess.run([binary, "--benchmark_list_tests=true"], capture_output=True, text=True,
-                       timeout=60)
-    return [l.strip() for l in p.stdout.splitlines() if l.strip()]
+    """Returns (names, error)."""
+    try:
+        p = subprocess.run([binary, "--benchmark_list_tests=true"], capture_output=True,
+                           text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return [], "cannot list the benchmarks of %s: %s" % (binary, e)
+    if p.returncode != 0:
+        return [], "%s --benchmark_list_tests: exit %d" % (binary, p.returncode)
+    return [l.strip() for l in p.stdout.splitlines() if l.strip()], None
 
 
 def run_group(binary, flt, args, timeout):
@@ -79,6 +85,8 @@ def run_group(binary, flt, args, timeout):
             p.returncode, (p.stderr.strip().splitlines() or ["?"])[-1])
     except subprocess.TimeoutExpired:
         err = "did not finish within %d s" % timeout
+    except OSError as e:
+        err = "cannot run %s: %s" % (binary, e)
     try:
         with open(path) as f:
             doc = json.load(f)
@@ -103,19 +111,33 @@ def run_matrix(binary, args, timeout):
     except subprocess.TimeoutExpired:
         return None, "did not finish within %d s" % timeout
     except (OSError, ValueError) as e:
-        return None, str(e)
+        return None, "cannot run %s: %s" % (binary, e)
     finally:
         if os.path.exists(path):
             os.unlink(path)
 
 
-def prune(out_dir, date, slug):
-    """Keeps only this run for this machine: older dates of the same machine go."""
+def prune(out_dir, date, slug, written):
+    """Keeps only this run for this machine: older dates of the same machine go, and so do
+    files of this date that this run did not write (a chart it could not draw). Returns
+    the names removed."""
+    removed = []
     for f in glob.glob(os.path.join(out_dir, "*-%s*" % slug)):
         base = os.path.basename(f)
         m = re.match(r"(\d{4}-\d{2}-\d{2})-%s(\.json|\.md|-[a-z-]+\.png)$" % re.escape(slug), base)
-        if m and m.group(1) != date:
+        if m and (m.group(1) != date or base not in written):
             os.unlink(f)
+            removed.append(base)
+    return removed
+
+
+def readme_refers_to(names):
+    try:
+        with open(os.path.join(REPO, "README.md")) as f:
+            text = f.read()
+    except OSError:
+        return False
+    return any(n in text for n in names)
 
 
 def render(doc, fig, rows, charts, missing):
@@ -200,7 +222,7 @@ def write_outputs(doc, out_dir, args, prune_older):
     date, slug = machine["date"][:10], machine["slug"]
     stem = "%s-%s" % (date, slug)
     fig = report_table.Figures(doc["benchmarks"])
-    rows = list(report_table.rows(fig, "not in --quick" if doc.get("quick") else None))
+    rows = list(report_table.rows(fig))
     title = "%s, %s PUs" % (machine["cpu_model"], machine["process_cpus"])
     charts = {}
     for name, draw in report_charts.CHARTS:
@@ -211,15 +233,25 @@ def write_outputs(doc, out_dir, args, prune_older):
             charts[name] = (png, caption)
         except report_charts.Missing as e:
             missing.append(("chart " + name, str(e)))
-    if prune_older:
-        prune(out_dir, date, slug)
     with open(os.path.join(out_dir, stem + ".json"), "w") as f:
         json.dump(doc, f, indent=1)
     md = render(doc, fig, rows, charts, missing)
     md_path = os.path.join(out_dir, stem + ".md")
     with open(md_path, "w") as f:
         f.write(md)
-    if args.update_readme:
+    update = args.update_readme
+    if prune_older:
+        if any(g.get("error") for g in doc["groups"]):
+            # An incomplete run never replaces a complete one.
+            print("report: a group failed: older runs of this machine are kept",
+                  file=sys.stderr)
+        else:
+            written = {stem + ".json", stem + ".md"} | {png for png, _ in charts.values()}
+            removed = prune(out_dir, date, slug, written)
+            if removed and readme_refers_to(removed):
+                # The README's Results section showed the run just replaced: show this one.
+                update = True
+    if update:
         rel = os.path.relpath(md_path, REPO)
         update_readme(readme_block(doc, rows, charts, rel, os.path.relpath(out_dir, REPO)))
     print(md)

@@ -78,8 +78,14 @@ class Figures:
     def __init__(self, benchmarks):
         self.ns, self.cv, self.counters = {}, {}, {}
         mean, stddev = {}, {}
+        self.errors = {}
         for b in benchmarks:
             name = short(b.get("run_name", b["name"]))
+            if b.get("error_occurred"):
+                # Google Benchmark writes a failed run as a plain entry with a meaningless
+                # time: it is a missing figure, with the benchmark's own reason.
+                self.errors[name] = b.get("error_message", "error")
+                continue
             kind = b.get("aggregate_name")
             t = b.get("real_time", 0.0) * _SCALE[b.get("time_unit", "ns")]
             if kind == "median":
@@ -107,11 +113,18 @@ class Figures:
 
 
 def floor_note(matrix):
-    """'109 ns (40%) / 140 ns (41%)' from latency_matrix's floor_modes."""
+    """'109 ns (40%) / 140 ns (41%)' from latency_matrix's floor_modes, and the same-phase
+    lwkt / floor ratio of the pair (0, 1) from its matrix (samples alternate there, so
+    that ratio is immune to the host's latency phases, unlike a ratio of two benchmarks
+    that ran at different times)."""
     if not matrix or not matrix.get("floor_modes"):
         return "-"
-    return " / ".join("%.0f ns (%.0f%%)" % (m["ns"], 100 * m["share"])
+    note = " / ".join("%.0f ns (%.0f%%)" % (m["ns"], 100 * m["share"])
                       for m in matrix["floor_modes"])
+    for c in matrix.get("matrix", []):
+        if c["a"] == 0 and c["b"] == 1 and c["lwkt_ns"] and c["atomic_ns"]:
+            note += "; matrix 0->1: lwkt %.2fx floor" % (c["lwkt_ns"] / c["atomic_ns"])
+    return note
 
 
 def pct(cv):
@@ -123,9 +136,10 @@ def rows(fig, skipped=None):
     (`skipped`: why a benchmark may legitimately be absent, e.g. "not in --quick")."""
     for label, ours, peer, target, cross in ROWS:
         r = {"label": label, "lwkt": ours, "peer": peer, "target": target, "cross": cross}
-        if not fig.has(ours) or not fig.has(peer):
+        if not fig.has(ours) or not fig.has(peer) or fig.ns[peer] <= 0:
             r["missing"] = "%s (%s)" % (skipped or "not measured in this run", ", ".join(
-                n for n in (ours, peer) if not fig.has(n)))
+                n + (": " + fig.errors[n] if n in fig.errors else "")
+                for n in (ours, peer) if not fig.has(n) or fig.ns[n] <= 0))
             yield r
             continue
         r["lwkt_ns"], r["peer_ns"] = fig.ns[ours], fig.ns[peer]

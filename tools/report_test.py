@@ -80,10 +80,19 @@ class TableTest(unittest.TestCase):
         self.assertIn("skipped", r["missing"])
         self.assertIn("BM_CreateExit_Join", r["missing"])
 
+    def test_a_failed_benchmark_is_a_missing_row_with_its_reason(self):
+        b = benchmarks() + [{"name": "BM_CreateExit_Join", "run_name": "BM_CreateExit_Join",
+                             "run_type": "iteration", "error_occurred": True,
+                             "error_message": "out of stacks", "real_time": 0.0,
+                             "time_unit": "ns"}]
+        rows = {r["label"]: r for r in report_table.rows(report_table.Figures(b))}
+        r = rows["create+run+exit+join"]
+        self.assertIn("BM_CreateExit_Join: out of stacks", r["missing"])
+
     def test_cross_worker_rows_carry_the_floor_modes(self):
         md = "\n".join(report_table.markdown(list(self.rows.values()), MATRIX))
         line = [l for l in md.splitlines() if l.startswith("| cross-worker round trip, receiver polling")][0]
-        self.assertIn("110 ns (40%) / 152 ns (55%)", line)
+        self.assertIn("110 ns (40%) / 152 ns (55%); matrix 0->1: lwkt 6.00x floor", line)
         self.assertIn("7.00x", line)
         self.assertIn("NO", line)
         sw = [l for l in md.splitlines() if l.startswith("| raw switch, there and back")][0]
@@ -104,11 +113,13 @@ class OutputTest(unittest.TestCase):
     def test_prune_keeps_one_run_per_machine(self):
         for n in ("2026-11-01-amd-x-2pu.json", "2026-11-01-amd-x-2pu.md",
                   "2026-11-01-amd-x-2pu-runq.png", "2026-11-01-intel-y-2pu.json",
-                  "2026-12-01-amd-x-2pu.json"):
+                  "2026-12-01-amd-x-2pu.json", "2026-12-01-amd-x-2pu-matrix.png"):
             self.touch(n)
-        report.prune(self.dir, "2026-12-01", "amd-x-2pu")
+        removed = report.prune(self.dir, "2026-12-01", "amd-x-2pu", {"2026-12-01-amd-x-2pu.json"})
         self.assertEqual(sorted(os.listdir(self.dir)),
                          ["2026-11-01-intel-y-2pu.json", "2026-12-01-amd-x-2pu.json"])
+        # A chart of today's date that this run did not draw goes too (it would be stale).
+        self.assertIn("2026-12-01-amd-x-2pu-matrix.png", removed)
 
     def test_render_writes_markdown_json_and_charts(self):
         machine = {"cpu_model": "Test CPU", "cpu_vendor": "V", "cpu_family_model": "f m s",
