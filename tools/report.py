@@ -291,7 +291,7 @@ def main():
     machine = report_machine.collect(REPO)
     print("\n".join(report_machine.markdown(machine)), file=sys.stderr, flush=True)
     groups = [(n, f) for n, f, q in GROUPS if q or not args.quick]
-    names = list_benchmarks(bench)
+    names, list_err = list_benchmarks(bench)
     covered = [b for b in names if any(re.search(f, b) for _, f, _ in GROUPS)]
     others = [b for b in names if b not in covered]
     if others and not args.quick:
@@ -300,6 +300,8 @@ def main():
     total = len(groups) + 1
     timeout = 300 if args.quick else 900
     benchmarks, context, group_log, missing = [], {}, [], []
+    if list_err:
+        missing.append(("benchmarks added later (group 'other')", list_err))
     for i, (name, flt) in enumerate(groups, 1):
         progress_start(i, total, name)
         t0 = time.time()
