@@ -115,8 +115,37 @@ check() {
   fi
 }
 
+# check_cfi ARCH CC SRC CFA_REG MIN_FRAME REGS...: the unwind table of lwkt_cpu_switch (the
+# first FDE) moves the CFA by at least MIN_FRAME after the frame is allocated, and records a
+# save slot ("c-N") for every callee-saved register it stores, so debuggers and unwinders
+# walk through a switched-out thread's frame (issue 9 item 16: the AArch64 switch had no
+# CFA adjustment after its frame allocation).
+check_cfi() {
+  local arch=$1 cc=$2 s=$3 reg=$4 min=$5
+  shift 5
+  local o="$tmp/$arch-cfi.o" rows
+  "$cc" -I. -c "$s" -o "$o"
+  # The rows of the first FDE only (up to the blank line that ends it).
+  rows=$(readelf --debug-dump=frames-interp "$o" | awk '/FDE/ {n++} n == 1 && /^[0-9a-f]+ / {print}')
+  local max
+  max=$(awk -v r="$reg+" '{ if (index($2, r) == 1) { v = substr($2, length(r) + 1) + 0; if (v > m) m = v } } END { print m + 0 }' <<<"$rows")
+  if ((max >= min)); then ok "$arch: CFA moves to $reg+$max inside lwkt_cpu_switch"; else
+    fail "$arch: lwkt_cpu_switch's CFA never moves past $reg+$max (frame of at least $min)"
+  fi
+  local header col r
+  header=$(readelf --debug-dump=frames-interp "$o" | awk '/FDE/ {n++} n == 1 && /LOC/ {print; exit}')
+  for r in "$@"; do
+    col=$(awk -v r="$r" '{ for (i = 1; i <= NF; i++) if ($i == r) print i }' <<<"$header")
+    if [[ -z $col ]] || ! awk -v c="$col" '$c ~ /^c-/ {found = 1} END {exit !found}' <<<"$rows"; then
+      fail "$arch: no save slot for $r in lwkt_cpu_switch's unwind table"
+    fi
+  done
+  ok "$arch: save slots recorded for $*"
+}
+
 checked=0
 if command -v gcc >/dev/null && [[ $(gcc -dumpmachine) == x86_64-* ]]; then
+  check_cfi x86 gcc "$src/switch_x86_64_sysv_elf.S" rsp 56 ra
   for f in -fcf-protection=branch -fcf-protection=full; do
     check x86 gcc objdump "$src/switch_x86_64_sysv_elf.S" "$src/switch_aarch64_aapcs_elf.S" \
       "$f" IBT endbr64 SHSTK
@@ -124,6 +153,8 @@ if command -v gcc >/dev/null && [[ $(gcc -dumpmachine) == x86_64-* ]]; then
   checked=$((checked + 1))
 fi
 if command -v aarch64-linux-gnu-gcc >/dev/null; then
+  check_cfi AArch64 aarch64-linux-gnu-gcc "$src/switch_aarch64_aapcs_elf.S" sp 160 \
+    x19 x20 x21 x22 x23 x24 x25 x26 x27 x28 x29 ra v8 v9 v10 v11 v12 v13 v14 v15
   for f in -mbranch-protection=bti -mbranch-protection=standard; do
     check AArch64 aarch64-linux-gnu-gcc aarch64-linux-gnu-objdump \
       "$src/switch_aarch64_aapcs_elf.S" "$src/switch_x86_64_sysv_elf.S" "$f" BTI "bti" PAC
