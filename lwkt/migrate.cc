@@ -57,9 +57,9 @@ void setcpu_self(int cpu) {
   globaldata* target = gd->gd_runtime->gds[static_cast<std::size_t>(cpu)];
   if (target == gd) return;
   ++td->td_critcount;
-  // Usually one pass. But once adopted by `target`, and before it runs there, the thread can
-  // be descheduled by anyone and then (neither queued nor running) given away: it then
-  // resumes on the acquirer's worker, and moves again.
+  // Usually one pass. But once adopted by `target`, and before it runs there, the thread
+  // (not running) can be given away: it then resumes on the acquirer's worker, and moves
+  // again.
   while (gd != target) {
     internal::sleep_exit_cleanup(gd, td);  // sleep queues are per worker
     internal::dequeue(gd, td);

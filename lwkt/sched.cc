@@ -176,10 +176,10 @@ void handle_schedmsg(ipiq::inbox_msg* msg, void* ctx) {
   auto* gd = static_cast<globaldata*>(ctx);
   thread* td = static_cast<thread_msg*>(msg)->td;
   // acq_rel: a schedule() that runs after this clear must send a new message (it sees the
-  // bit clear); one that ran before is covered by what follows. A deschedule posted before
-  // this point is behind us in the inbox or already ran; either way the next schedule()
-  // may coalesce again only with a message that no deschedule follows.
-  td->td_mpflags.fetch_and(~(TDF_MP_WAKEPEND | TDF_MP_DESCHEDPOSTED), std::memory_order_acq_rel);
+  // bit clear); one that ran before is covered by what follows. Acquire also makes the
+  // td_schedgen bump of every schedule that coalesced with this message (it bumped, then
+  // found WAKEPEND set: its RMW precedes this one) visible to the deschedules run after us.
+  td->td_mpflags.fetch_and(~TDF_MP_WAKEPEND, std::memory_order_acq_rel);
   schedule_on_owner(gd, td);
 }
 
@@ -194,20 +194,35 @@ void ipi_schedule(void* arg, std::intptr_t, void*, void* ctx) {
 // td_gd == gd means gd owns td and sees every change its previous owner made. Between
 // setcpu_self's handoff and ipi_adopt the new owner already owns td, which is still
 // TDF_MIGRATING: enqueue and dequeue leave it alone (ipi_adopt queues it).
-void ipi_deschedule(void* arg, std::intptr_t, void*, void* ctx) {
+// arg2: td_schedgen when the deschedule was issued. A schedule issued after it has bumped
+// the generation (and reached, or will reach, the owner by its own path, which may be a
+// different channel or chase): the deschedule then does nothing, so the caller's last call
+// wins. (Equal generation: no schedule since, and dequeue is right.)
+void ipi_deschedule(void* arg, std::intptr_t gen, void*, void* ctx) {
   auto* gd = static_cast<globaldata*>(ctx);
   auto* td = static_cast<thread*>(arg);
   globaldata* owner = td->td_gd;
   if (owner && owner != gd) {
-    send_ipi(owner, ipi_deschedule, td, 0, nullptr, false);  // chase; the hold travels
+    send_ipi(owner, ipi_deschedule, td, gen, nullptr, false);  // chase; the hold travels
     return;
   }
   // owner == null: in transit after giveaway, so not queued anywhere: nothing to undo.
-  if (owner && !(td->td_flags & TDF_EXITING)) dequeue(gd, td);
+  const bool superseded = td->td_schedgen.load(std::memory_order_acquire) !=
+                          static_cast<std::uint32_t>(gen);
+  if (owner && !superseded && !(td->td_flags & TDF_EXITING)) dequeue(gd, td);
   rele(td);
 }
 
+// A schedule request is about to act (owner) or be sent (others): see td_schedgen.
+void bump_schedgen_owner(thread* td) {
+  td->td_schedgen.store(td->td_schedgen.load(std::memory_order_relaxed) + 1,
+                        std::memory_order_relaxed);
+}
+
 void schedule_remote(thread* td) {
+  // Before anything is sent or coalesced; release pairs with ipi_deschedule's acquire
+  // (through the message, or the WAKEPEND RMW chain when coalesced).
+  td->td_schedgen.fetch_add(1, std::memory_order_release);
   globaldata* me = mycpu();
   globaldata* owner = td->td_gd;
   if (!owner && !(owner = defer_schedule(td))) return;  // acquire() will queue it
@@ -220,16 +235,10 @@ void schedule_remote(thread* td) {
   // check would never run); see api_guard.
   api_guard g(owner->gd_runtime);
   if (!g.ok()) return;
-  // acq_rel: exactly one sender of a burst posts the embedded message. A schedule that
-  // finds it in flight coalesces with it, unless a deschedule was posted since: that
-  // deschedule runs after the embedded message, so this request needs its own message,
-  // queued after the deschedule (FIFO inbox), or the thread would end descheduled although
-  // the caller's last call was schedule().
-  const std::uint32_t mp = td->td_mpflags.fetch_or(TDF_MP_WAKEPEND, std::memory_order_acq_rel);
-  if (mp & TDF_MP_WAKEPEND) {
-    if (!(mp & TDF_MP_DESCHEDPOSTED)) return;
-    hold(td);
-    send_ipi(owner, ipi_schedule, td, 0, nullptr, false);
+  // acq_rel: exactly one sender of a burst posts the embedded message. One that coalesces
+  // has bumped td_schedgen first, so a deschedule issued before it (and run after the
+  // message, whatever its channel) finds itself superseded.
+  if (td->td_mpflags.fetch_or(TDF_MP_WAKEPEND, std::memory_order_acq_rel) & TDF_MP_WAKEPEND) {
     return;
   }
   hold(td);
@@ -312,6 +321,7 @@ void enqueue_crit(globaldata* gd, thread* td) {
 void wakeup_thread(thread* td) {
   globaldata* gd = mycpu();
   if (gd && td->td_gd == gd) {
+    bump_schedgen_owner(td);
     if (!(td->td_flags & TDF_EXITING)) enqueue_crit(gd, td);
   } else {
     schedule_remote(td);
@@ -348,6 +358,7 @@ void schedule(thread* td) {
     LWKT_ASSERT(!(td->td_flags & TDF_EXITING), td, "lwkt::schedule of a thread that has exited");
     LWKT_ASSERT(!(td->td_flags & TDF_IDLETHREAD), td, "lwkt::schedule of an idle thread");
     ++gd->gd_curthread->td_critcount;
+    internal::bump_schedgen_owner(td);
     internal::enqueue(gd, td);
     // The critical section this function added is the 1 the caller's must not exceed.
     if ((td->td_flags & (TDF_PREEMPTABLE | TDF_RUNQ)) == (TDF_PREEMPTABLE | TDF_RUNQ)) {
@@ -372,11 +383,10 @@ void deschedule(thread* td) {
   internal::api_guard g(owner->gd_runtime);  // from outside: refused once shutdown began
   if (!g.ok()) return;
   hold(td);  // released by the owner's handler
-  // From outside, before posting: a later schedule() must not coalesce with a td_schedmsg
-  // that this deschedule follows (see schedule_remote). A stale bit (no message in flight)
-  // costs at most one extra schedule message. From a worker the flag is harmless too.
-  if (!mycpu()) td->td_mpflags.fetch_or(TDF_MP_DESCHEDPOSTED, std::memory_order_acq_rel);
-  internal::send_ipi(owner, internal::ipi_deschedule, td, 0, nullptr, false);
+  // acquire: a schedule that happened before this call is included in the generation we
+  // carry, so this deschedule wins over it; any later one supersedes us (ipi_deschedule).
+  const std::uint32_t gen = td->td_schedgen.load(std::memory_order_acquire);
+  internal::send_ipi(owner, internal::ipi_deschedule, td, gen, nullptr, false);
 }
 
 void schedule_self() {

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -172,18 +173,20 @@ TEST(Sched, CriticalSectionDefersRemoteRequests) {
   EXPECT_TRUE(queued_after.load());
 }
 
-// From an OS thread that is not a worker, schedule(); deschedule(); schedule() leaves the
-// thread runnable, also when all three are queued before the owner drains any (it is held
-// in a critical section): the second schedule must not coalesce with the first's message,
-// which the deschedule follows. Before the fix the thread stayed descheduled forever.
-TEST(Sched, OutsideScheduleAfterDescheduleIsNotCoalesced) {
-  auto rt = test_runtime(1);
+// schedule(); deschedule(); schedule() on a thread of worker 0 leaves it runnable, also when
+// all three are queued before the owner drains any (it is held in a critical section), and
+// whatever channel each takes. The schedules come from main (the inbox: the second one
+// coalesces with the first's embedded message); the deschedule from `desched`, which runs it
+// from main (inbox), from worker 1 (a ring, drained after the inbox) or from a worker of
+// another runtime (the inbox). Before the fix the deschedule ran last and the thread stayed
+// descheduled forever.
+void schedule_deschedule_schedule(Runtime& rt, const std::function<void(thread*)>& desched) {
   for (int round = 0; round < 50; ++round) {
     std::atomic<bool> ran{false}, go{false};
     std::atomic<int> phase{0};
     thread_options to;
     to.worker = 0;
-    auto target = rt->spawn(
+    auto target = rt.spawn(
         [&] {
           testing::block_self();
           ran = true;
@@ -192,19 +195,19 @@ TEST(Sched, OutsideScheduleAfterDescheduleIsNotCoalesced) {
         to);
     ASSERT_TRUE(target.ok());
     thread* t = target->get();
-    auto holder = rt->spawn(
+    auto holder = rt.spawn(
         [&] {
           while (t->td_flags & (TDF_RUNQ | TDF_NOSTART)) yield();  // until the target blocks
           crit_enter();
           phase.store(1);
           while (phase.load() != 2) {}  // the three requests are posted meanwhile
-          crit_exit();                  // they run now, in order
+          crit_exit();                  // they run now
         },
         to);
     ASSERT_TRUE(holder.ok());
     while (phase.load() != 1) {}
     schedule(t);
-    deschedule(t);
+    desched(t);
     schedule(t);
     phase.store(2);
     holder->join();
@@ -217,6 +220,24 @@ TEST(Sched, OutsideScheduleAfterDescheduleIsNotCoalesced) {
     schedule(t);
     target->join();
   }
+}
+
+TEST(Sched, ScheduleAfterDescheduleWinsFromOutside) {
+  auto rt = test_runtime(2);
+  schedule_deschedule_schedule(*rt, [](thread* t) { deschedule(t); });
+}
+
+TEST(Sched, ScheduleAfterDescheduleWinsOverAWorkersDeschedule) {
+  auto rt = test_runtime(2);
+  schedule_deschedule_schedule(*rt, [&](thread* t) {
+    run_on(*rt, [t] { deschedule(t); }, 1);  // returns once worker 1 has sent it
+  });
+}
+
+TEST(Sched, ScheduleAfterDescheduleWinsOverAnotherRuntimesWorker) {
+  auto rt = test_runtime(2);
+  auto other = test_runtime(1);
+  schedule_deschedule_schedule(*rt, [&](thread* t) { run_on(*other, [t] { deschedule(t); }); });
 }
 
 TEST(Sched, SetpriReordersQueuedThread) {

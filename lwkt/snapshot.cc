@@ -157,7 +157,7 @@ void kern_yield(int pri) {
   // descheduled itself) would otherwise be inserted by td_upri, ahead of worse-upri equals.
   ++td->td_critcount;
   internal::enqueue(gd, td);
-  gd->gd_tdrunq.rotate_level(td);
+  if (td->td_flags & TDF_RUNQ) gd->gd_tdrunq.rotate_level(td);  // not while migrating
   lwkt_switch();
   crit_exit();
 }

@@ -60,8 +60,6 @@ inline constexpr std::uint32_t TDF_MP_GIVEN = 0x0008;     // giveaway() done; ac
 inline constexpr std::uint32_t TDF_MP_INTR = 0x0010;      // lwkt::interrupt() pending
 inline constexpr std::uint32_t TDF_MP_RESTART = 0x0020;   // ... and asks for ERESTART
 inline constexpr std::uint32_t TDF_MP_SCHEDPEND = 0x0040; // scheduled while in transit
-inline constexpr std::uint32_t TDF_MP_DESCHEDPOSTED = 0x0080; // an outside deschedule is queued
-                                                             // (behind td_schedmsg, perhaps)
 
 inline constexpr int kAnyWorker = -1;
 inline constexpr int LWKT_MAXTOKENS = 32;  // token references per thread
@@ -176,6 +174,12 @@ struct thread {
 
   // --- Written by foreign OS threads too.
   std::atomic<std::uint32_t> td_mpflags{0};  // TDF_MP_*; atomic RMW only
+  // Bumped by every schedule request (schedule, wakeup_thread) before it acts or sends. A
+  // deschedule sent to another worker carries the value it read and acts only if it is
+  // unchanged: a schedule issued after it always wins, whatever channel (inbox or ring) or
+  // chase either took. The owner bumps with load + store, others with fetch_add: a lost
+  // increment still leaves the value changed (it only moves forward).
+  std::atomic<std::uint32_t> td_schedgen{0};
   std::atomic<std::int32_t> td_refs{0};      // holds on the object (1 while alive)
   // Joiners waiting for exit: a Treiber stack of join_node, or kJoinClosed after exit.
   std::atomic<std::uintptr_t> td_joinq{0};
