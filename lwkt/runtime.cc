@@ -247,6 +247,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
     gd->gd_rings = s->rings.get();
     gd->gd_slpque_cpumasks = s->slpque_cpumasks.get();
     gd->gd_default_stack = stack;
+    gd->gd_stack_watermark = opts.stack_watermark;
     gd->gd_cache_max = opts.thread_cache;
     gd->gd_slice_ticks = slice;
     gd->gd_idle_spin_ticks = spin;

@@ -96,6 +96,12 @@ class Runtime {
     bool pin = true;
     // Default lwkt thread stack size (bytes, rounded up to pages; guard region extra).
     std::size_t stack_size = 64 * 1024;
+    // Debug: fill every lwkt thread's stack with a pattern when the thread is created, so
+    // that the most stack it has used so far can be measured: snapshot() reports it
+    // (thread_info::stack_used, ps()'s STACK column), and a thread that exits having used
+    // over 80% of its stack prints a warning naming it. Costs a write of the whole stack
+    // per create; off by default.
+    bool stack_watermark = false;
     // PROT_NONE guard region mapped below every lwkt thread stack (bytes, rounded up to
     // pages; at least one page, at most kMaxGuardSize). A thread that runs off the bottom
     // of its stack faults there and the process aborts with "stack overflow in lwkt thread

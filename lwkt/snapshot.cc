@@ -10,6 +10,7 @@
 #include "lwkt/internal/completion.h"
 #include "lwkt/internal/runtime_state.h"
 #include "lwkt/internal/sched_internal.h"
+#include "lwkt/internal/stack.h"
 #include "lwkt/runtime.h"
 #include "lwkt/sched.h"
 
@@ -65,6 +66,10 @@ thread_info describe(globaldata* gd, thread* td, std::uint64_t now) {
   for (tokens::tokref* r = td->td_toks_array; r != td->td_toks_stop; ++r) {
     ti.tokens.push_back(r->tr_tok->t_desc);
   }
+  if (!(f & TDF_IDLETHREAD)) {
+    ti.stack_size = td->td_stack.size;
+    if (gd->gd_stack_watermark) ti.stack_used = stack_used(td->td_stack);
+  }
   return ti;
 }
 
@@ -119,15 +124,20 @@ std::string runtime_snapshot::ps() const {
                           w.worker, w.runnable, w.switches, w.idle_ms, w.loadavg[0],
                           w.loadavg[1], w.loadavg[2]);
   }
-  absl::StrAppendFormat(&out, "%-6s %-31s %-9s %4s %5s %12s %9s %9s  %-16s %-14s %s\n", "WORKER",
-                        "NAME", "STATE", "PRI", "UPRI", "RUNTIME(ms)", "VCSW", "IVCSW", "WMESG",
-                        "WCHAN", "TOKENS");
+  absl::StrAppendFormat(&out, "%-6s %-31s %-9s %4s %5s %12s %9s %9s  %-16s %-14s %-13s %s\n",
+                        "WORKER", "NAME", "STATE", "PRI", "UPRI", "RUNTIME(ms)", "VCSW", "IVCSW",
+                        "WMESG", "WCHAN", "STACK(KiB)", "TOKENS");
   for (const worker_info_snapshot& w : workers) {
     for (const thread_info& t : w.threads) {
-      absl::StrAppendFormat(&out, "%-6d %-31s %-9s %4d %5d %12.3f %9u %9u  %-16s %-14s %s\n",
+      // STACK: used/size with stack_watermark, else the size alone.
+      const std::string stack =
+          t.stack_size == 0 ? "-"
+          : t.stack_used ? absl::StrFormat("%zu/%zu", t.stack_used >> 10, t.stack_size >> 10)
+                         : absl::StrFormat("%zu", t.stack_size >> 10);
+      absl::StrAppendFormat(&out, "%-6d %-31s %-9s %4d %5d %12.3f %9u %9u  %-16s %-14s %-13s %s\n",
                             t.worker, t.name, t.state, t.pri, t.upri, t.runtime_ms, t.nvcsw,
                             t.nivcsw, t.wmesg.empty() ? "-" : t.wmesg,
-                            t.wchan ? absl::StrFormat("%p", t.wchan) : "-",
+                            t.wchan ? absl::StrFormat("%p", t.wchan) : "-", stack,
                             t.tokens.empty() ? "-" : absl::StrJoin(t.tokens, ","));
     }
   }

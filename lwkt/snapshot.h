@@ -28,6 +28,9 @@ struct thread_info {
   std::uint64_t nvcsw = 0;   // voluntary switches (blocked)
   std::uint64_t nivcsw = 0;  // involuntary switches (rotated, yielded runnable, preempted)
   std::vector<std::string> tokens;  // names of the tokens on its stack (held or wanted)
+  std::size_t stack_size = 0;  // usable stack bytes (0 for the idle thread: the OS thread's)
+  // The most stack it has used so far, with Runtime::Options::stack_watermark; else 0.
+  std::size_t stack_used = 0;
 };
 
 struct worker_info_snapshot {

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <thread>
 
+#include "absl/time/clock.h"
 #include "lwkt/runtime.h"
 #include "lwkt/sched.h"
 #include "lwkt/sleep.h"
@@ -153,6 +154,82 @@ TEST(Snapshot, KernYieldOffTheRunQueueGoesBehindWorseUpriEquals) {
     me->join();
   });
   EXPECT_EQ(order, "om");
+}
+
+// Touches about `bytes` of stack below the caller's frame (the compiler cannot drop it).
+__attribute__((noinline)) void use_stack(std::size_t bytes) {
+  volatile char* buf = static_cast<volatile char*>(__builtin_alloca(bytes));
+  for (std::size_t i = 0; i < bytes; i += 64) buf[i] = 1;
+}
+
+// With Options::stack_watermark, snapshot() reports each thread's most stack used so far (a
+// thread that touched 40 KiB of its 64 KiB shows at least that, one that touched little shows
+// little), ps() prints it, and a thread that exits beyond 80% warns naming itself. Without
+// the option stack_used stays 0 (stack_size is always reported).
+TEST(Snapshot, StackWatermarkReportsTheMostStackUsed) {
+  Runtime::Options o;
+  o.stack_watermark = true;
+  auto rt = test_runtime(1, o);
+  std::atomic<bool> go{false};
+  auto deep = rt->spawn([&] {
+    use_stack(40 * 1024);
+    testing::block_until(go);
+  }, {.name = "deep"});
+  auto shallow = rt->spawn([&] { testing::block_until(go); }, {.name = "shallow"});
+  ASSERT_TRUE(deep.ok() && shallow.ok());
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  absl::StatusOr<runtime_snapshot> snap;
+  for (;;) {  // until both have blocked
+    snap = rt->snapshot();
+    ASSERT_TRUE(snap.ok());
+    const thread_info* d = find(*snap, "deep");
+    const thread_info* s = find(*snap, "shallow");
+    if (d && s && d->state == "blocked" && s->state == "blocked") break;
+    ASSERT_LT(absl::Now(), deadline);
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  const thread_info* d = find(*snap, "deep");
+  const thread_info* s = find(*snap, "shallow");
+  EXPECT_EQ(d->stack_size, 64u * 1024);
+  EXPECT_GE(d->stack_used, 40u * 1024);
+  EXPECT_LT(d->stack_used, 64u * 1024);
+  EXPECT_GT(s->stack_used, 0u);
+  EXPECT_LT(s->stack_used, 16u * 1024);
+  EXPECT_NE(snap->ps().find("/64"), std::string::npos) << snap->ps();  // used/size in KiB
+  go = true;
+  schedule(deep->get());
+  schedule(shallow->get());
+  deep->join();
+  shallow->join();
+
+  // Over 80%: a warning at exit naming the thread.
+  ::testing::internal::CaptureStderr();
+  auto hog = rt->spawn([] { use_stack(54 * 1024); }, {.name = "stack-hog"});
+  ASSERT_TRUE(hog.ok());
+  hog->join();
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("thread 'stack-hog' (worker 0) exits having used"), std::string::npos) << err;
+
+  // Without the option: sizes only.
+  auto plain = test_runtime(1);
+  std::atomic<bool> go2{false};
+  auto t = plain->spawn([&] { testing::block_until(go2); }, {.name = "plain"});
+  ASSERT_TRUE(t.ok());
+  for (;;) {
+    snap = plain->snapshot();
+    ASSERT_TRUE(snap.ok());
+    const thread_info* p = find(*snap, "plain");
+    if (p && p->state == "blocked") {
+      EXPECT_EQ(p->stack_used, 0u);
+      EXPECT_EQ(p->stack_size, 64u * 1024);
+      break;
+    }
+    ASSERT_LT(absl::Now(), deadline);
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  go2 = true;
+  schedule(t->get());
+  t->join();
 }
 
 // A worker kept busy has a load average that rises toward the number of runnable threads.

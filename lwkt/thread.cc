@@ -2,6 +2,7 @@
 // (DragonFly lwkt_thread.c: lwkt_alloc_thread, lwkt_create, lwkt_exit, lwkt_free_thread).
 #include "lwkt/thread.h"
 
+#include <cstdio>
 #include <cxxabi.h>
 
 #include <cstring>
@@ -139,6 +140,7 @@ absl::StatusOr<thread_ref> create_local(globaldata* gd, void (*fn)(void*), void*
   // A reused stack keeps the ASan redzones of the frames its last thread never unwound:
   // clear them before anything (the first-run frame included) is written to it.
   asan_unpoison_stack(td->td_stack.lo, td->td_stack.size);
+  if (gd->gd_stack_watermark) stack_fill(td->td_stack);  // before the first frame
   td->td_sp = make_initial_frame(td->td_stack.lo + td->td_stack.size, td);
   td->td_gd = gd;
   td->td_rq_next = td->td_rq_prev = nullptr;
@@ -323,6 +325,16 @@ void exit_self() {
   LWKT_ASSERT(td->td_critcount == 0, td, "exit inside a critical section (td_critcount=%d)",
               td->td_critcount);
   td->td_callable = nullptr;  // destroy captured state while the thread can still block
+  if (gd->gd_stack_watermark) {
+    const std::size_t used = internal::stack_used(td->td_stack);
+    if (used * 5 > td->td_stack.size * 4) {
+      std::fprintf(stderr,
+                   "lwkt: thread '%s' (worker %d) exits having used %zu of its %zu stack bytes "
+                   "(%.0f%%): raise thread_options::stack_size or Options::stack_size\n",
+                   td->td_comm, gd->gd_cpuid, used, td->td_stack.size,
+                   100.0 * static_cast<double>(used) / static_cast<double>(td->td_stack.size));
+    }
+  }
   ++td->td_critcount;
   internal::sleep_exit_cleanup(gd, td);  // a leftover tsleep_interlock
   td->td_flags |= TDF_EXITING;

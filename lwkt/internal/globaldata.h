@@ -102,6 +102,7 @@ struct globaldata {
   std::vector<thread_stack> gd_freestacks;  // stacks whose object was still referenced
   // Copied from the options at start.
   std::size_t gd_default_stack = 0;
+  bool gd_stack_watermark = false;   // Runtime::Options::stack_watermark
   std::size_t gd_cache_max = 0;
   std::uint64_t gd_slice_ticks = 0;    // round-robin slice in cheap-clock ticks (0: always)
   std::uint64_t gd_idle_spin_ticks = 0;

@@ -280,4 +280,23 @@ void release_signal_stack(void* altstack) {
   checked_munmap(altstack, round_to_pages(64 * 1024));
 }
 
+
+namespace {
+constexpr std::uint64_t kStackPattern = 0x6c776b74c0ffee11ull;  // "lwkt", then noise
+}  // namespace
+
+__attribute__((no_sanitize("address", "thread"))) void stack_fill(const thread_stack& st) {
+  auto* w = reinterpret_cast<volatile std::uint64_t*>(st.lo);
+  for (std::size_t i = 0, n = st.size / sizeof(std::uint64_t); i < n; ++i) w[i] = kStackPattern;
+}
+
+__attribute__((no_sanitize("address", "thread"))) std::size_t stack_used(const thread_stack& st) {
+  if (!st.lo) return 0;
+  auto* w = reinterpret_cast<const volatile std::uint64_t*>(st.lo);
+  const std::size_t n = st.size / sizeof(std::uint64_t);
+  std::size_t i = 0;
+  while (i < n && w[i] == kStackPattern) ++i;
+  return (n - i) * sizeof(std::uint64_t);
+}
+
 }  // namespace lwkt::internal

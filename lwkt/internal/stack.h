@@ -26,6 +26,14 @@ std::size_t round_to_pages(std::size_t n);
 absl::StatusOr<thread_stack> map_stack(std::size_t size, std::size_t guard);
 void unmap_stack(thread_stack& st);
 
+// Stack high-water marks (Runtime::Options::stack_watermark): stack_fill writes a pattern
+// over the whole usable stack (before its first frame is built); stack_used returns the
+// bytes from the top down to the lowest word no longer holding the pattern: the most the
+// thread has used. Reads another thread's (switched-out) stack, or our own below sp: not
+// instrumented by the sanitizers.
+void stack_fill(const thread_stack& st);
+std::size_t stack_used(const thread_stack& st);
+
 // Installs the process-wide SIGSEGV handler (once) and, for the calling worker OS thread,
 // an alternate signal stack. Returns the alternate stack, to be freed by
 // release_signal_stack() on the same OS thread when the worker exits; ResourceExhausted if
