@@ -4,6 +4,7 @@
 //   BM_Switch_Raw_Asymmetric       the same, each side in different code
 //   BM_Peer_BoostContext_Jump      boost::context jump_fcontext there and back (2 switches)
 //   BM_Yield                       lwkt::yield between two threads on one worker (1 switch)
+//   BM_Yield_StallDetectorOff      the same with Options::stall_budget zero (no watchdog)
 //   BM_Peer_BoostFiber_Yield       boost::this_fiber::yield between two fibers (1 switch)
 //   BM_CreateExit_Join             lwkt::create + run + exit + reap + join, one worker
 //   BM_CreateExit_Detached         lwkt::create + run + exit + reap, no join
@@ -102,8 +103,10 @@ std::unique_ptr<Runtime> one_worker(absl::Duration slice) {
   return lwkt_bench::make_runtime(1, slice);
 }
 
-void BM_Yield(benchmark::State& state) {
-  auto rt = one_worker(absl::ZeroDuration());
+// BM_Yield runs with the stall detector on (the default: a watchdog thread sampling every
+// 2.5 ms, a heartbeat store per switch point); BM_Yield_StallDetectorOff with
+// Options::stall_budget zero (no watchdog; the heartbeat store stays, it is unconditional).
+void yield_pair(benchmark::State& state, std::unique_ptr<Runtime> rt) {
   const std::int64_t n = state.max_iterations;
   while (state.KeepRunningBatch(n)) {
     auto body = [n] {
@@ -116,7 +119,20 @@ void BM_Yield(benchmark::State& state) {
   }
   state.SetLabel("one switch per iteration");
 }
+
+void BM_Yield(benchmark::State& state) { yield_pair(state, one_worker(absl::ZeroDuration())); }
 BENCHMARK(BM_Yield)->UseRealTime();
+
+void BM_Yield_StallDetectorOff(benchmark::State& state) {
+  lwkt::Runtime::Options o;
+  o.workers = 1;
+  o.rr_slice = absl::ZeroDuration();
+  o.stall_budget = absl::ZeroDuration();
+  auto rt = lwkt::Runtime::create(o);
+  if (!rt.ok()) std::abort();
+  yield_pair(state, std::move(*rt));
+}
+BENCHMARK(BM_Yield_StallDetectorOff)->UseRealTime();
 
 void BM_Peer_BoostFiber_Yield(benchmark::State& state) {
   const std::int64_t n = state.max_iterations;

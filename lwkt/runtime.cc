@@ -19,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "lwkt/internal/clock.h"
+#include "lwkt/internal/monitor.h"
 #include "lwkt/internal/runtime_state.h"
 #include "lwkt/internal/sanitizers.h"
 #include "lwkt/internal/sched_internal.h"
@@ -119,6 +120,30 @@ absl::Status validate_options(const Runtime::Options& o) {
     return absl::InvalidArgumentError(absl::StrCat(
         "Runtime::Options.token_warn ", absl::FormatDuration(o.token_warn), " is negative"));
   }
+  if (o.stall_budget < absl::ZeroDuration() ||
+      (o.stall_budget > absl::ZeroDuration() && o.stall_budget < absl::Milliseconds(1))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Runtime::Options.stall_budget ", absl::FormatDuration(o.stall_budget),
+        " must be zero (off) or at least 1ms"));
+  }
+  for (const auto& [field, sig] : {std::pair<const char*, int>{"stall_signal", o.stall_signal},
+                                   {"ps_signal", o.ps_signal}}) {
+    // The runtime's own (SIGSEGV: stack guard) and the fatal, synchronous or unblockable
+    // ones cannot be taken over.
+    if (sig == 0) continue;
+    if (sig < 1 || sig > SIGRTMAX || sig == SIGKILL || sig == SIGSTOP || sig == SIGSEGV ||
+        sig == SIGBUS || sig == SIGILL || sig == SIGFPE || sig == SIGABRT || sig == SIGTRAP) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "Runtime::Options.%s is %d; it must be 0 or a signal the runtime may take over "
+          "(not SIGKILL, SIGSTOP, SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP)",
+          field, sig));
+    }
+  }
+  if (o.ps_signal != 0 && o.ps_signal == o.stall_signal && o.stall_budget > absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "Runtime::Options.ps_signal and stall_signal are both %d; they must differ",
+        o.ps_signal));
+  }
   if (o.rr_slice < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "Runtime::Options.rr_slice ", absl::FormatDuration(o.rr_slice), " is negative"));
@@ -161,10 +186,13 @@ namespace {
 // freeing anything, so a waker holding the lock may use it.
 std::mutex g_runtimes_mu;
 std::vector<runtime_state*>& runtimes() {
-  static auto* v = new std::vector<runtime_state*>;
+  static auto* v = g_debug_runtimes = new std::vector<runtime_state*>;
   return *v;
 }
 }  // namespace
+
+// Named for debuggers (tools/gdb/lwkt.py walks it); the same list as runtimes().
+std::vector<runtime_state*>* g_debug_runtimes = nullptr;
 
 void wakeup_from_outside(runtime_state* rs, const void* ident, int flags) {
   api_guard g(rs);
@@ -288,6 +316,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
       }
       rs->workers.emplace_back([rs, gd, &mu, &cv, &started, &first_error] {
         internal::t_mycpu = gd;
+        gd->gd_tid = static_cast<int>(gettid());
         absl::Status st;
         if (rs->opts.pin) st = rs->topo->bind_this_thread(gd->gd_pu);
         gd->gd_pinned = rs->opts.pin && st.ok();
@@ -330,6 +359,10 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
   if (!start_error.ok() || !first_error.ok()) {
     (void)rt->shutdown(absl::ZeroDuration());
     return start_error.ok() ? first_error : start_error;
+  }
+  if (absl::Status st = internal::start_monitor(rt.get(), rs); !st.ok()) {
+    (void)rt->shutdown(absl::ZeroDuration());
+    return st;
   }
   return rt;
 }
@@ -507,6 +540,10 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 
+  // The monitor reads the workers' globaldata and may be in a snapshot: stop it while
+  // they are still there (it is no use once they stop).
+  internal::stop_monitor(rs);
+
   // Phase 2 (only when every worker stopped: a running thread could still send), with a
   // budget of its own; the deadline counts only after a pass that was not quiet.
   const absl::Time quiet_deadline = std::max(stop_deadline, absl::Now() + internal::kStopTimeout);
@@ -542,6 +579,7 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
     _s->opts = rs->opts;
     _s->shutdown_status = rs->shutdown_status;
     _s->fork_generation = rs->fork_generation;
+    _s->stalls.store(rs->stalls.load(std::memory_order_relaxed), std::memory_order_relaxed);
     return rs->shutdown_status;
   }
   for (globaldata* gd : rs->gds) {
@@ -652,6 +690,7 @@ runtime_stats Runtime::stats() const {
                              w.preempt_refused_tokens.get() + w.preempt_refused_chain.get();
     r.live_threads += w.live_threads.load(std::memory_order_relaxed);
   }
+  r.stalls = _s->stalls.load(std::memory_order_relaxed);
   // Threads given away and not acquired are alive but on no worker's count.
   std::lock_guard<std::mutex> l(_s->transit_mu);
   r.live_threads += static_cast<std::int64_t>(_s->in_transit.size() + _s->transit_abandoned);

@@ -29,6 +29,8 @@
 // only async-signal-safe functions there (exec, _exit).
 #pragma once
 
+#include <signal.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -69,6 +71,7 @@ struct runtime_stats {
   std::uint64_t preemptions = 0;         // lwkt_preempt taken
   std::uint64_t preemptions_refused = 0;  // refused, all reasons
   std::int64_t live_threads = 0;
+  std::uint64_t stalls = 0;  // stalls the stall detector reported (Options::stall_budget)
 };
 
 class Runtime {
@@ -132,6 +135,33 @@ class Runtime {
     // Round-robin slice among equal-priority threads; checked at yield points.
     // Zero: every yield rotates.
     absl::Duration rr_slice = absl::Milliseconds(1);
+    // Stall detector. A worker runs one lwkt thread at a time, so a thread that computes
+    // for long, or blocks its OS thread in a system call (usleep, a blocking read, a
+    // std::mutex), stalls every other thread of its worker. A watchdog OS thread samples
+    // each worker every stall_budget / 4 (at least 1 ms) and reports, once per stall, a
+    // thread that has run longer than stall_budget without reaching a switch point (any
+    // call that may switch: yield, yield_quick, maybe_yield, tsleep, a join, a contended
+    // token, ...). The report is a line from the watchdog ("lwkt: stall: worker 1 has run
+    // one thread for 12 ms without a switch point ...") and, from the worker itself, the
+    // thread's name and its backtrace; Runtime::stats().stalls counts reports. Message
+    // handlers that run long count against the thread they interrupted; the idle thread
+    // (polling or parked) never stalls. Zero: off (no watchdog thread).
+    absl::Duration stall_budget = absl::Milliseconds(10);
+    // The signal that asks a stalled worker for its backtrace (the handler, async-signal-
+    // safe, prints it and returns; a signal not sent by the watchdog goes to the handler
+    // installed before). SIGURG by default, as Go's preemption uses: ignored by default,
+    // and gdb neither stops nor prints on it. It interrupts a system call the stalled
+    // thread is blocked in, as any signal does: restartable calls restart (SA_RESTART),
+    // sleeps such as usleep return early with EINTR. 0: report without a backtrace, and
+    // send no signal. Under ThreadSanitizer, handlers run only at the thread's next
+    // intercepted call, often after the stall: the backtrace then says the stall ended.
+    int stall_signal = SIGURG;
+    // An OS signal (e.g. SIGQUIT, or SIGUSR1) on which Runtime::snapshot().ps() is printed
+    // to stderr, without stopping the process (like Go's SIGQUIT dump). The handler only
+    // wakes the watchdog thread, which takes the snapshot (it waits for each worker to
+    // answer). Installed at create(), the previous disposition restored when the last
+    // runtime using the signal shuts down. 0 (default): none.
+    int ps_signal = 0;
   };
 
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Runtime>> create(const Options& opts);

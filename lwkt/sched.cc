@@ -272,6 +272,14 @@ __attribute__((noinline, no_sanitize("thread"))) thread* cpu_switch_to(globaldat
                                                                        thread* td,
                                                                        thread* ntd) {
   ntd->td_flags |= TDF_RUNNING;
+  // A switch point for the stall detector, bit 0 = the idle thread runs next. Before
+  // gd_curthread: a stall backtrace handler that still finds the stalled value finds the
+  // stalled thread current.
+  gd->gd_progress.store(
+      ((gd->gd_progress.load(std::memory_order_relaxed) + 2) & ~std::uint64_t{1}) |
+          ((ntd->td_flags & TDF_IDLETHREAD) ? 1 : 0),
+      std::memory_order_relaxed);
+  std::atomic_signal_fence(std::memory_order_seq_cst);  // program order for the handler
   gd->gd_curthread = ntd;
   // mi_switch accounting: one clock read per switch charges the outgoing thread's slice and
   // starts the incoming one's (also the round-robin clock's reference).
@@ -411,6 +419,7 @@ void lwkt_switch() {
   LWKT_ASSERT(gd->gd_intr_nesting_level == 0, td,
               "lwkt_switch inside a message handler (gd_intr_nesting_level=%d)",
               gd->gd_intr_nesting_level);
+  internal::note_switch_point(gd);
   LWKT_ASSERT(td->td_cscount == 0, td,
               "lwkt_switch while mastering a cpusync (between cpusync_interlock and "
               "cpusync_deinterlock the master must not block or yield)");
@@ -480,6 +489,7 @@ void splz_if_pending(globaldata* gd) {
 void yield() {
   globaldata* gd = internal::lwkt_caller("lwkt::yield");
   thread* td = gd->gd_curthread;
+  internal::note_switch_point(gd);
   splz_if_pending(gd);
   internal::scheduler_clock(gd, td);
   if (gd->gd_ast & RQF_AST_LWKT_RESCHED) {
@@ -493,6 +503,7 @@ void yield() {
 void yield_quick() {
   globaldata* gd = internal::lwkt_caller("lwkt::yield_quick");
   thread* td = gd->gd_curthread;
+  internal::note_switch_point(gd);
   splz_if_pending(gd);
   if (gd->gd_ast & RQF_AST_LWKT_RESCHED) {
     ++td->td_critcount;

@@ -154,7 +154,7 @@ bool should_yield() {
 }
 
 void maybe_yield() {
-  internal::lwkt_caller("lwkt::maybe_yield");
+  internal::note_switch_point(internal::lwkt_caller("lwkt::maybe_yield"));
   if (should_yield()) kern_yield(kPriUser);
 }
 

@@ -107,6 +107,11 @@ struct globaldata {
   std::uint64_t gd_slice_ticks = 0;    // round-robin slice in cheap-clock ticks (0: always)
   std::uint64_t gd_idle_spin_ticks = 0;
   std::uint64_t gd_token_warn_ticks = 0;  // token contention warning threshold (0: never)
+  // Stall detector (monitor.cc): bumped by 2 at every switch point (lwkt_switch, yield,
+  // yield_quick, every switch); bit 0 is set while the idle thread runs. The watchdog reads
+  // it (relaxed: it only compares values over time, it orders nothing) and reports a worker
+  // whose value stays the same, bit 0 clear, for longer than Options::stall_budget.
+  std::atomic<std::uint64_t> gd_progress{1};
   // Accounting: when the current thread was switched in, and the load-average tick.
   std::uint64_t gd_switch_stamp = 0;
   std::uint64_t gd_loadav_period_ticks = 0;  // 5 s
@@ -116,6 +121,7 @@ struct globaldata {
   // Placement (fixed after start; readable by anyone after Runtime::create returns).
   int gd_pu = -1, gd_core = -1, gd_numa = -1;
   bool gd_pinned = false;
+  int gd_tid = 0;                      // the worker OS thread's kernel id (gettid)
   void* gd_sigaltstack = nullptr;
   // This worker OS thread's C++ exception state (libstdc++ __cxa_eh_globals, fixed for the
   // OS thread's life): cpu_switch_to saves it into the outgoing thread and loads the
@@ -139,6 +145,11 @@ struct globaldata {
   std::atomic<bool> gd_stopped{false};
   std::atomic<bool> gd_exit{false};
   std::atomic<bool> gd_inbox_busy{false};
+  // The watchdog's backtrace request: the gd_progress value it saw stall, stored (release)
+  // before it signals this worker; the worker's handler takes it (exchange, acquire), so a
+  // stray signal finds 0 and is passed on.
+  alignas(kCacheLineGap) std::atomic<std::uint64_t> gd_stall_request{0};
+  std::atomic<std::uint64_t> gd_stall_ms{0};  // how long it had stalled, for the message
   // Set (once) by a sender of a passive IPI: this worker then parks at most kPassiveTick.
   std::atomic<bool> gd_passive_inbound{false};
 };
@@ -176,6 +187,12 @@ inline globaldata* mycpu() {
                : "memory");
 #endif
   return gd;
+}
+
+// A switch point passed: the stall detector's heartbeat (owner only: load + store).
+inline void note_switch_point(globaldata* gd) {
+  gd->gd_progress.store(gd->gd_progress.load(std::memory_order_relaxed) + 2,
+                        std::memory_order_relaxed);
 }
 }  // namespace internal
 

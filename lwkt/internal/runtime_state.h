@@ -15,6 +15,8 @@
 
 namespace lwkt::internal {
 
+struct monitor;
+
 struct runtime_state {
   Runtime::Options opts;
   std::unique_ptr<topology> topo;
@@ -37,6 +39,9 @@ struct runtime_state {
   std::mutex shutdown_mu;              // serialises shutdown() callers
   bool shut_down = false;
   absl::Status shutdown_status;
+
+  monitor* mon = nullptr;              // stall detector / ps dump (monitor.cc); owned
+  std::atomic<std::uint64_t> stalls{0};  // stalls the monitor reported
 
   std::string workers_reason;          // why gds.size() workers (topology::workers_for)
   std::uint32_t fork_generation = 0;   // internal::fork_generation when created
@@ -94,6 +99,10 @@ class api_guard {
   bool _ok = false;
   bool _counted = true;
 };
+
+// Every live runtime (listed from construction until its destructor), for debuggers:
+// tools/gdb/lwkt.py reads it, then each runtime's gds and their thread lists.
+extern std::vector<runtime_state*>* g_debug_runtimes;
 
 // Checks thread options against the runtime; InvalidArgument naming the field.
 absl::Status validate_thread_options(const runtime_state* rs, const thread_options& opts);

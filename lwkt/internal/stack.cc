@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "lwkt/internal/globaldata.h"
 #include "lwkt/internal/sanitizers.h"
+#include "lwkt/internal/sigsafe.h"
 
 namespace lwkt::internal {
 
@@ -190,22 +191,6 @@ namespace {
 
 struct sigaction g_prev_segv;
 
-// Appends a string / an unsigned number to buf without allocating (signal context).
-std::size_t put_str(char* buf, std::size_t at, std::size_t cap, const char* s) {
-  while (*s && at + 1 < cap) buf[at++] = *s++;
-  return at;
-}
-std::size_t put_num(char* buf, std::size_t at, std::size_t cap, unsigned long v) {
-  char tmp[24];
-  int n = 0;
-  do {
-    tmp[n++] = static_cast<char>('0' + v % 10);
-    v /= 10;
-  } while (v);
-  while (n && at + 1 < cap) buf[at++] = tmp[--n];
-  return at;
-}
-
 void on_segv(int sig, siginfo_t* si, void* uc) {
   globaldata* gd = mycpu();
   thread* td = gd ? gd->gd_curthread : nullptr;
@@ -215,16 +200,15 @@ void on_segv(int sig, siginfo_t* si, void* uc) {
     char* addr = static_cast<char*>(si->si_addr);
     char* guard_lo = static_cast<char*>(td->td_stack.map);
     if (addr >= guard_lo && addr < td->td_stack.lo) {
-      char buf[256];
-      std::size_t n = 0;
-      n = put_str(buf, n, sizeof buf, "stack overflow in lwkt thread '");
-      n = put_str(buf, n, sizeof buf, td->td_comm);
-      n = put_str(buf, n, sizeof buf, "' (worker ");
-      n = put_num(buf, n, sizeof buf, static_cast<unsigned long>(gd->gd_cpuid));
-      n = put_str(buf, n, sizeof buf, ", stack ");
-      n = put_num(buf, n, sizeof buf, td->td_stack.size);
-      n = put_str(buf, n, sizeof buf, " bytes)\n");
-      (void)!write(2, buf, n);
+      sigsafe_line()
+          .str("stack overflow in lwkt thread '")
+          .str(td->td_comm)
+          .str("' (worker ")
+          .num(static_cast<std::uint64_t>(gd->gd_cpuid))
+          .str(", stack ")
+          .num(td->td_stack.size)
+          .str(" bytes)\n")
+          .write_to(2);
       signal(SIGABRT, SIG_DFL);
       abort();
     }

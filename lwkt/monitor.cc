@@ -1,0 +1,422 @@
+// The runtime's monitor OS thread: the stall detector (Runtime::Options::stall_budget,
+// stall_signal) and the ps dump on a signal (Options::ps_signal).
+//
+// Stall detection. Every worker bumps its gd_progress by 2 at each switch point and keeps
+// bit 0 set while its idle thread runs (sched.cc, globaldata.h). The monitor samples every
+// worker each period; a worker whose value stays the same with bit 0 clear for stall_budget
+// has one lwkt thread running without a switch point: it is reported once, and again only
+// after the value changes. The loads are relaxed: the monitor only compares a worker's
+// value with itself over time and reads no other memory on its strength; a stale value
+// delays a report by at most a period.
+//
+// The backtrace. The monitor stores the stalled value in the worker's gd_stall_request
+// (release) and sends stall_signal to the worker's OS thread (pthread_kill). The handler runs
+// on that worker (on its signal stack) and takes the request with exchange(0, acquire): a
+// non-zero value means the watchdog asked. If gd_progress still equals it, the thread the
+// signal interrupted is the stalled one (the worker's current thread cannot change while a
+// handler runs on that worker), so its name and stack are printed with async-signal-safe
+// calls only: backtrace() (its lazy loading of libgcc_s is done at start, outside the
+// handler), absl::Symbolize, write(2). A signal that finds no request was not sent by a
+// watchdog: it goes to the disposition installed before ours.
+//
+// ps on a signal. The handler bumps g_ps_requests[sig], then g_monitor_bell (release), and
+// futex-wakes the bell's waiters. Every monitor waits on the bell (futex, the sample period
+// as timeout), reading the bell before the request counts (acquire), so a request made after
+// its reads changes the bell and the futex wait returns at once; a monitor whose signal's
+// count moved takes Runtime::snapshot() and prints ps(). Stopping a monitor rings the bell
+// too (the other monitors wake, find nothing, and wait again).
+#include "lwkt/internal/monitor.h"
+
+#include <execinfo.h>
+#include <pthread.h>
+#include <signal.h>
+#include <ucontext.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/debugging/symbolize.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "ipiq/internal/futex.h"
+#include "lwkt/internal/clock.h"
+#include "lwkt/internal/globaldata.h"
+#include "lwkt/internal/runtime_state.h"
+#include "lwkt/internal/sigsafe.h"
+#include "lwkt/runtime.h"
+
+namespace lwkt::internal {
+
+struct monitor {
+  Runtime* rt = nullptr;
+  runtime_state* rs = nullptr;
+  int stall_sig = 0;             // 0: no backtrace
+  int ps_sig = 0;                // 0: no ps dump
+  std::int64_t budget_ns = 0;    // 0: no stall detection
+  std::int64_t period_ns = 0;
+  std::uint32_t ps_seen = 0;     // g_ps_requests[ps_sig] already answered
+  std::thread th;
+  std::atomic<bool> stop{false};
+  std::atomic<bool> done{false};
+};
+
+namespace {
+
+constexpr int kMaxSignal = 65;  // _NSIG on Linux
+
+// Process-wide signal bookkeeping. Written under g_sig_mu; handlers read only the atomics
+// and g_prev[sig], which is written before our handler is installed for sig.
+std::mutex g_sig_mu;
+struct sigaction g_prev[kMaxSignal];
+int g_users[kMaxSignal];     // monitors using sig (as stall_signal or ps_signal)
+int g_ps_users[kMaxSignal];     // ... as ps_signal
+int g_stall_users[kMaxSignal];  // ... as stall_signal
+std::atomic<bool> g_ps_on[kMaxSignal];
+std::atomic<bool> g_stall_on[kMaxSignal];
+std::atomic<std::uint32_t> g_ps_requests[kMaxSignal];
+std::atomic<std::uint32_t> g_monitor_bell{0};
+
+void ring_bell() {
+  g_monitor_bell.fetch_add(1, std::memory_order_release);
+  ipiq::internal::futex_wake(&g_monitor_bell, INT_MAX);
+}
+
+bool symbolize(const void* pc, char* out, int size) {
+  return absl::Symbolize(const_cast<void*>(pc), out, size);
+}
+
+// Serialises the backtraces of workers stalled at once: their lines do not interleave, and
+// absl::Symbolize's caches see one caller at a time. Taken only by this handler, which the
+// signal mask keeps from nesting on one OS thread (no SA_NODEFER): a holder never waits for
+// itself.
+std::atomic<bool> g_backtrace_lock{false};
+
+void print_stall_backtrace_locked(globaldata* gd, std::uint64_t req, const void* interrupted_pc);
+
+// On the stalled worker, in signal context.
+void print_stall_backtrace(globaldata* gd, std::uint64_t req, const void* interrupted_pc) {
+  while (g_backtrace_lock.exchange(true, std::memory_order_acquire)) cpu_pause();
+  print_stall_backtrace_locked(gd, req, interrupted_pc);
+  g_backtrace_lock.store(false, std::memory_order_release);
+}
+
+void print_stall_backtrace_locked(globaldata* gd, std::uint64_t req, const void* interrupted_pc) {
+  const auto worker = static_cast<std::uint64_t>(gd->gd_cpuid);
+  if (gd->gd_progress.load(std::memory_order_relaxed) != req) {
+    sigsafe_line()
+        .str("lwkt: stall on worker ")
+        .num(worker)
+        .str(" ended before its backtrace was taken\n")
+        .write_to(2);
+    return;
+  }
+  sigsafe_line()
+      .str("lwkt: stall on worker ")
+      .num(worker)
+      .str(": thread '")
+      .str(gd->gd_curthread->td_comm)
+      .str("' has run for at least ")
+      .num(gd->gd_stall_ms.load(std::memory_order_relaxed))
+      .str(" ms without reaching a switch point; its stack:\n")
+      .write_to(2);
+  void* pcs[64];
+  const int n = backtrace(pcs, 64);
+  // Frames before the interrupted pc (from the signal's context) are this handler's own
+  // and the kernel's trampoline: skip them (all are printed if it is not found).
+  char name[256];
+  int first = 0;
+  for (int i = 0; i < n; ++i) {
+    if (pcs[i] == interrupted_pc) {
+      first = i;
+      break;
+    }
+  }
+  for (int i = first; i < n; ++i) {
+    // Past the first (the interrupted pc itself) each pc is a return address: look up the
+    // call instruction, which ends just before it.
+    const char* pc = static_cast<const char*>(pcs[i]);
+    const bool ok = symbolize(i == first ? pc : pc - 1, name, sizeof name);
+    sigsafe_line()
+        .str("lwkt:   #")
+        .num(static_cast<std::uint64_t>(i - first))
+        .str(" ")
+        .hex(reinterpret_cast<std::uintptr_t>(pc))
+        .str(" ")
+        .str(ok ? name : "??")
+        .str("\n")
+        .write_to(2);
+  }
+  sigsafe_line().str("lwkt: end of the stall backtrace of worker ").num(worker).str("\n").write_to(2);
+}
+
+// A signal that is not a watchdog's request: what would have happened without us.
+void pass_on(int sig, siginfo_t* si, void* uc) {
+  const struct sigaction& p = g_prev[sig];
+  if (p.sa_flags & SA_SIGINFO) {
+    if (p.sa_sigaction) p.sa_sigaction(sig, si, uc);
+    return;
+  }
+  if (p.sa_handler == SIG_IGN) return;
+  if (p.sa_handler != SIG_DFL) {
+    p.sa_handler(sig);
+    return;
+  }
+  if (sig == SIGURG || sig == SIGCHLD || sig == SIGWINCH || sig == SIGCONT) return;  // ignored
+  signal(sig, SIG_DFL);  // a terminating default: terminate as the process would have
+  raise(sig);
+}
+
+const void* interrupted_pc(void* uc) {
+  const mcontext_t& mc = static_cast<ucontext_t*>(uc)->uc_mcontext;
+#if defined(__x86_64__)
+  return reinterpret_cast<const void*>(mc.gregs[REG_RIP]);
+#elif defined(__aarch64__)
+  return reinterpret_cast<const void*>(mc.pc);
+#endif
+}
+
+void on_monitor_signal(int sig, siginfo_t* si, void* uc) {
+  const int saved_errno = errno;
+  bool ours = false;
+  // One signal may carry both meanings (a stall signal of one runtime that is another's
+  // ps signal): each is served, neither swallows the other.
+  if (g_stall_on[sig].load(std::memory_order_relaxed)) {
+    if (globaldata* gd = mycpu()) {
+      if (const std::uint64_t req = gd->gd_stall_request.exchange(0, std::memory_order_acquire)) {
+        print_stall_backtrace(gd, req, interrupted_pc(uc));
+        ours = true;
+      }
+    }
+  }
+  if (g_ps_on[sig].load(std::memory_order_relaxed)) {
+    g_ps_requests[sig].fetch_add(1, std::memory_order_relaxed);
+    ring_bell();
+    ours = true;
+  }
+  if (!ours) pass_on(sig, si, uc);
+  errno = saved_errno;
+}
+
+// Under g_sig_mu.
+absl::Status use_signal(int sig, bool ps) {
+  if (g_users[sig] == 0) {
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_monitor_signal;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(sig, &sa, &g_prev[sig]) != 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "Runtime::Options: cannot install a handler for signal %d (%s): %s", sig,
+          sigabbrev_np(sig) ? sigabbrev_np(sig) : "?", std::strerror(errno)));
+    }
+  }
+  ++g_users[sig];
+  if (ps && g_ps_users[sig]++ == 0) g_ps_on[sig].store(true, std::memory_order_relaxed);
+  if (!ps && g_stall_users[sig]++ == 0) g_stall_on[sig].store(true, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+void release_signal(int sig, bool ps) {
+  if (ps && --g_ps_users[sig] == 0) g_ps_on[sig].store(false, std::memory_order_relaxed);
+  if (!ps && --g_stall_users[sig] == 0) g_stall_on[sig].store(false, std::memory_order_relaxed);
+  if (--g_users[sig] == 0) sigaction(sig, &g_prev[sig], nullptr);
+}
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// CPU time (ns) of a worker's OS thread; -1 if unknown.
+std::int64_t thread_cpu_ns(pthread_t t) {
+  clockid_t cid;
+  struct timespec ts;
+  if (pthread_getcpuclockid(t, &cid) != 0 || clock_gettime(cid, &ts) != 0) return -1;
+  return static_cast<std::int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+// Whether the OS thread `tid` is blocked in the kernel (state S or D in
+// /proc/self/task/<tid>/stat), as opposed to running or waiting for a CPU (R).
+bool thread_blocked(int tid) {
+  char path[64], buf[512];
+  std::snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+  FILE* f = std::fopen(path, "re");
+  if (!f) return false;
+  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = 0;
+  const char* paren = std::strrchr(buf, ')');  // the name may hold spaces and parentheses
+  return paren && paren[1] == ' ' && (paren[2] == 'S' || paren[2] == 'D');
+}
+
+// A worker's sample. A candidate stall (the same value seen twice) is measured as time the
+// thread actually held the worker: the OS thread's CPU time plus the time it was seen
+// blocked in a system call. Time the kernel kept it runnable but off the CPU (an
+// oversubscribed machine, a descheduled vCPU) is not the thread's doing and does not count.
+struct sample_state {
+  std::uint64_t value = ~std::uint64_t{0};
+  bool candidate = false;
+  bool reported = false;
+  std::int64_t cpu0_ns = 0;      // OS thread CPU time when it became a candidate
+  std::int64_t blocked_ns = 0;   // time seen blocked since then
+  std::int64_t last_ns = 0;      // the previous sample
+};
+
+void sample(monitor* m, std::vector<sample_state>& last) {
+  runtime_state* rs = m->rs;
+  const std::int64_t now = now_ns();
+  for (std::size_t i = 0; i < rs->gds.size() && i < rs->workers.size(); ++i) {
+    globaldata* gd = rs->gds[i];
+    sample_state& s = last[i];
+    const std::uint64_t p = gd->gd_progress.load(std::memory_order_relaxed);
+    pthread_t os_thread = rs->workers[i].native_handle();
+    if (p != s.value || (p & 1)) {
+      s = sample_state{};
+      s.value = p;
+      s.last_ns = now;
+      continue;
+    }
+    if (s.reported) continue;
+    if (!s.candidate) {
+      s.candidate = true;
+      s.cpu0_ns = thread_cpu_ns(os_thread);
+      s.last_ns = now;
+      continue;
+    }
+    if (thread_blocked(gd->gd_tid)) s.blocked_ns += now - s.last_ns;
+    s.last_ns = now;
+    const std::int64_t cpu = thread_cpu_ns(os_thread);
+    const std::int64_t stalled = (cpu >= s.cpu0_ns ? cpu - s.cpu0_ns : 0) + s.blocked_ns;
+    if (stalled < m->budget_ns) continue;
+    s.reported = true;
+    rs->stalls.fetch_add(1, std::memory_order_relaxed);
+    const std::int64_t ms = stalled / 1000000;
+    std::string line = absl::StrFormat(
+        "lwkt: stall: worker %d has run one lwkt thread for at least %d ms without reaching "
+        "a switch point (Runtime::Options::stall_budget %s); %s\n",
+        gd->gd_cpuid, ms, absl::FormatDuration(rs->opts.stall_budget),
+        m->stall_sig ? "its name and stack follow, from the worker"
+                     : "no backtrace (Options::stall_signal is 0)");
+    std::fwrite(line.data(), 1, line.size(), stderr);
+    std::fflush(stderr);
+    if (m->stall_sig != 0) {
+      gd->gd_stall_ms.store(static_cast<std::uint64_t>(ms), std::memory_order_relaxed);
+      gd->gd_stall_request.store(p, std::memory_order_release);
+      pthread_kill(os_thread, m->stall_sig);
+    }
+  }
+}
+
+void dump_ps(monitor* m) {
+  absl::StatusOr<runtime_snapshot> snap = m->rt->snapshot();
+  std::string out =
+      snap.ok() ? absl::StrCat("lwkt: ps (signal ", m->ps_sig, "):\n", snap->ps())
+                : absl::StrCat("lwkt: ps (signal ", m->ps_sig, "): ", snap.status().ToString(), "\n");
+  std::fwrite(out.data(), 1, out.size(), stderr);
+  std::fflush(stderr);
+}
+
+void run(monitor* m) {
+  std::vector<sample_state> last(m->rs->gds.size());
+  while (!m->stop.load(std::memory_order_acquire)) {
+    const std::uint32_t bell = g_monitor_bell.load(std::memory_order_acquire);
+    if (m->ps_sig) {
+      const std::uint32_t r = g_ps_requests[m->ps_sig].load(std::memory_order_relaxed);
+      if (r != m->ps_seen) {
+        m->ps_seen = r;
+        dump_ps(m);
+      }
+    }
+    if (m->budget_ns > 0) sample(m, last);
+    if (m->stop.load(std::memory_order_acquire)) break;
+    struct timespec ts = {static_cast<time_t>(m->period_ns / 1000000000),
+                          static_cast<long>(m->period_ns % 1000000000)};
+    ipiq::internal::futex_wait(&g_monitor_bell, bell, m->budget_ns > 0 ? &ts : nullptr);
+  }
+  m->done.store(true, std::memory_order_release);
+}
+
+}  // namespace
+
+absl::Status start_monitor(Runtime* rt, runtime_state* rs) {
+  const Runtime::Options& o = rs->opts;
+  const bool stalls = o.stall_budget > absl::ZeroDuration() && o.stall_budget != absl::InfiniteDuration();
+  if (!stalls && o.ps_signal == 0) return absl::OkStatus();
+  auto m = std::make_unique<monitor>();
+  m->rt = rt;
+  m->rs = rs;
+  m->budget_ns = stalls ? absl::ToInt64Nanoseconds(o.stall_budget) : 0;
+  m->period_ns = std::max<std::int64_t>(m->budget_ns / 4, 1000000);
+  m->stall_sig = stalls ? o.stall_signal : 0;
+  m->ps_sig = o.ps_signal;
+  if (m->stall_sig) {
+    // backtrace() loads libgcc_s on its first call (not async-signal-safe): do it here.
+    void* pc[2];
+    (void)backtrace(pc, 2);
+  }
+  {
+    std::lock_guard<std::mutex> l(g_sig_mu);
+    if (m->stall_sig) {
+      if (absl::Status st = use_signal(m->stall_sig, false); !st.ok()) return st;
+    }
+    if (m->ps_sig) {
+      if (absl::Status st = use_signal(m->ps_sig, true); !st.ok()) {
+        if (m->stall_sig) release_signal(m->stall_sig, false);
+        return st;
+      }
+    }
+  }
+  // The baseline is taken before create() returns: a signal sent as soon as it has
+  // returned is a request, even if the monitor thread has not run yet.
+  if (m->ps_sig) m->ps_seen = g_ps_requests[m->ps_sig].load(std::memory_order_relaxed);
+  monitor* raw = m.get();
+  try {
+    m->th = std::thread([raw] { run(raw); });
+  } catch (const std::system_error& e) {
+    std::lock_guard<std::mutex> l(g_sig_mu);
+    if (m->stall_sig) release_signal(m->stall_sig, false);
+    if (m->ps_sig) release_signal(m->ps_sig, true);
+    return absl::ResourceExhaustedError(
+        absl::StrCat("Runtime::create: starting the monitor thread failed: ", e.what()));
+  }
+  rs->mon = m.release();
+  return absl::OkStatus();
+}
+
+void stop_monitor(runtime_state* rs) {
+  monitor* m = rs->mon;
+  if (m == nullptr) return;
+  rs->mon = nullptr;
+  m->stop.store(true, std::memory_order_release);
+  ring_bell();
+  // A ps dump waits for every worker to answer its snapshot; a worker stuck for good (the
+  // case shutdown then reports and leaks) would hold it forever: leave such a monitor.
+  const absl::Time deadline = absl::Now() + absl::Seconds(2);
+  while (!m->done.load(std::memory_order_acquire) && absl::Now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  {
+    std::lock_guard<std::mutex> l(g_sig_mu);
+    if (m->stall_sig) release_signal(m->stall_sig, false);
+    if (m->ps_sig) release_signal(m->ps_sig, true);
+  }
+  if (m->done.load(std::memory_order_acquire)) {
+    m->th.join();
+    delete m;
+  } else {
+    m->th.detach();  // m is left to it (never freed)
+  }
+}
+
+}  // namespace lwkt::internal
