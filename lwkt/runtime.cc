@@ -191,6 +191,14 @@ std::vector<runtime_state*>& runtimes() {
 }
 }  // namespace
 
+// gdb auto-loading (docs/debugging.md): a program linking lwkt names its gdb commands in
+// .debug_gdb_scripts; gdb loads tools/gdb/lwkt.py from its auto-load scripts-directory
+// (add-auto-load-scripts-directory <lwkt checkout>) when that is a safe path.
+asm(".pushsection \".debug_gdb_scripts\", \"MS\", %progbits, 1\n"
+    ".byte 1\n"
+    ".asciz \"tools/gdb/lwkt.py\"\n"
+    ".popsection\n");
+
 // Named for debuggers (tools/gdb/lwkt.py walks it); the same list as runtimes().
 std::vector<runtime_state*>* g_debug_runtimes = nullptr;
 
