@@ -5,6 +5,7 @@
 //   BM_Peer_BoostContext_Jump      boost::context jump_fcontext there and back (2 switches)
 //   BM_Yield                       lwkt::yield between two threads on one worker (1 switch)
 //   BM_Yield_StallDetectorOff      the same with Options::stall_budget zero (no watchdog)
+//   BM_Yield_Traced                the same with tracing on (Options::trace_events)
 //   BM_Peer_BoostFiber_Yield       boost::this_fiber::yield between two fibers (1 switch)
 //   BM_CreateExit_Join             lwkt::create + run + exit + reap + join, one worker
 //   BM_CreateExit_Detached         lwkt::create + run + exit + reap, no join
@@ -133,6 +134,18 @@ void BM_Yield_StallDetectorOff(benchmark::State& state) {
   yield_pair(state, std::move(*rt));
 }
 BENCHMARK(BM_Yield_StallDetectorOff)->UseRealTime();
+
+// Tracing on (Options::trace_events): every switch records an event in the worker's ring.
+void BM_Yield_Traced(benchmark::State& state) {
+  lwkt::Runtime::Options o;
+  o.workers = 1;
+  o.rr_slice = absl::ZeroDuration();
+  o.trace_events = 1 << 16;
+  auto rt = lwkt::Runtime::create(o);
+  if (!rt.ok()) std::abort();
+  yield_pair(state, std::move(*rt));
+}
+BENCHMARK(BM_Yield_Traced)->UseRealTime();
 
 void BM_Peer_BoostFiber_Yield(benchmark::State& state) {
   const std::int64_t n = state.max_iterations;

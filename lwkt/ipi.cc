@@ -13,6 +13,7 @@
 #include "lwkt/internal/clock.h"
 #include "lwkt/internal/runtime_state.h"
 #include "lwkt/internal/sched_internal.h"
+#include "lwkt/internal/trace.h"
 #include "lwkt/sched.h"
 
 namespace lwkt {
@@ -206,6 +207,7 @@ std::uint32_t send_ipi(globaldata* target, ipiq::ipifunc func, void* arg1, std::
   globaldata* me = mycpu();
   const ipiq::ipi_entry e{func, arg1, arg2, aux};
   if (me == nullptr || me->gd_runtime != target->gd_runtime) return send_from_outside(target, e);
+  trace(me, trace_type::kIpiSend, nullptr, target->gd_cpuid, 0, nullptr);
   return send_entry(me, target, e, passive);
 }
 
@@ -238,6 +240,7 @@ void process_ipiq(globaldata* gd) {
         // that a message pushed during the drain sets the bit again.
         gd->gd_ipimask[w].fetch_and(~bit, std::memory_order_seq_cst);
         ipiq::ring& r = ring_of(gd->gd_runtime->gds[static_cast<std::size_t>(s)], gd);
+        trace(gd, trace_type::kIpiRecv, nullptr, s, 0, nullptr);
         if (r.process(gd, 0, outermost)) {
           gd->gd_ipimask[w].fetch_or(bit, std::memory_order_relaxed);  // refilled meanwhile
           more = true;

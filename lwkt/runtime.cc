@@ -24,6 +24,7 @@
 #include "lwkt/internal/sanitizers.h"
 #include "lwkt/internal/sched_internal.h"
 #include "lwkt/internal/stack.h"
+#include "lwkt/internal/trace.h"
 #include "lwkt/ipi.h"
 #include "lwkt/sleep.h"
 #include "lwkt/sched.h"
@@ -144,6 +145,14 @@ absl::Status validate_options(const Runtime::Options& o) {
         "Runtime::Options.ps_signal and stall_signal are both %d; they must differ",
         o.ps_signal));
   }
+  if (o.trace_events > Runtime::kMaxTraceEvents) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "Runtime::Options.trace_events %u exceeds %u", o.trace_events, Runtime::kMaxTraceEvents));
+  }
+  if (!o.trace_path.empty() && o.trace_events == 0) {
+    return absl::InvalidArgumentError(
+        "Runtime::Options.trace_path is set but trace_events is 0 (tracing is off)");
+  }
   if (o.rr_slice < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "Runtime::Options.rr_slice ", absl::FormatDuration(o.rr_slice), " is negative"));
@@ -159,6 +168,8 @@ std::int64_t live_threads(const runtime_state* rs) {
 
 void destroy_globaldata(runtime_state* rs, std::size_t i) {
   globaldata* gd = rs->gds[i];
+  delete gd->gd_trace;
+  gd->gd_trace = nullptr;
   while (thread* td = gd->gd_freetd) {
     gd->gd_freetd = td->td_all_next;
     unmap_stack(td->td_stack);
@@ -289,6 +300,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
     gd->gd_idle_spin_ticks = spin;
     gd->gd_token_warn_ticks = internal::duration_to_ticks(opts.token_warn);
     gd->gd_preempt_enable = opts.preempt;
+    if (opts.trace_events > 0) gd->gd_trace = new internal::trace_ring(opts.trace_events);
     if (!gd->gd_parker.set_mechanism(opts.kick) && setup_error.ok()) {
       setup_error = absl::ResourceExhaustedError(absl::StrCat(
           "Runtime::Options.kick: eventfd for worker ", i, " failed: ", std::strerror(errno)));
@@ -595,6 +607,7 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
     gd->gd_parker.kick();
   }
   for (std::thread& t : rs->workers) t.join();
+  internal::write_trace_at_shutdown(rs);
 
   // Phase 3: threads still alive are blocked forever or were still runnable: abandon them
   // (joiners first, while every stack that may hold a join node is still mapped; then the

@@ -162,7 +162,18 @@ class Runtime {
     // answer). Installed at create(), the previous disposition restored when the last
     // runtime using the signal shuts down. 0 (default): none.
     int ps_signal = 0;
+    // Trace export. Each worker records its last `trace_events` scheduler events in a ring
+    // of its own (64 bytes each; the oldest are overwritten): switches (running slices),
+    // schedules (local, and sent to another worker), threads woken, IPI sends and drains,
+    // token contention, tsleep, wakeup, create and exit, with cheap-clock (TSC / CNTVCT)
+    // timestamps. write_trace() writes them on demand, and a non-empty `trace_path` is
+    // written at shutdown, as Chrome trace JSON: open it in https://ui.perfetto.dev or
+    // chrome://tracing (one track per worker). 0 (default): off; each hook is then one
+    // predictable branch. At most kMaxTraceEvents.
+    std::size_t trace_events = 0;
+    std::string trace_path;
   };
+  static constexpr std::size_t kMaxTraceEvents = std::size_t{1} << 24;
 
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Runtime>> create(const Options& opts);
   // Calls shutdown() if it was not called. In a child forked from the process that created
@@ -207,6 +218,13 @@ class Runtime {
   std::string placement_report() const;
   // The machine as hwloc sees it: packages, NUMA nodes, cores, PUs.
   std::string topology_report() const;
+  // Writes the events recorded so far (Options::trace_events) to `path` as Chrome trace
+  // JSON, each worker's part copied by the worker itself. FailedPrecondition when tracing is
+  // off or shutdown has begun (Options::trace_path writes it at shutdown); the error of
+  // opening or writing the file otherwise.
+  // Runs on: any OS thread (an lwkt thread blocks only itself while it waits).
+  absl::Status write_trace(const std::string& path);
+
   // Counters summed over workers (exact once the runtime is quiescent; after shutdown(),
   // the final counts).
   runtime_stats stats() const;

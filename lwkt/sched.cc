@@ -11,6 +11,7 @@
 #include "lwkt/internal/context.h"
 #include "lwkt/internal/sanitizers.h"
 #include "lwkt/internal/sched_internal.h"
+#include "lwkt/internal/trace.h"
 
 namespace lwkt {
 namespace internal {
@@ -51,6 +52,7 @@ void drain_inbox(globaldata* gd) {
   // handlers taken from it still run (store, then take: the store comes first).
   gd->gd_inbox_busy.store(true, std::memory_order_seq_cst);
   ipiq::inbox_msg* m = gd->gd_inbox.take_all();
+  trace(gd, trace_type::kIpiRecv, nullptr, -1, 0, nullptr);
   ++gd->gd_intr_nesting_level;
   std::uint64_t n = 0;
   while (m) {
@@ -227,6 +229,7 @@ void schedule_remote(thread* td) {
   globaldata* owner = td->td_gd;
   if (!owner && !(owner = defer_schedule(td))) return;  // acquire() will queue it
   if (me && me->gd_runtime == owner->gd_runtime) {
+    trace(me, trace_type::kScheduleRemote, td, owner->gd_cpuid, 0, td->td_comm);
     hold(td);  // keeps the object valid while the message is in flight
     send_ipi(owner, ipi_schedule, td, 0, nullptr, false);
     return;
@@ -281,6 +284,8 @@ __attribute__((noinline, no_sanitize("thread"))) thread* cpu_switch_to(globaldat
       std::memory_order_relaxed);
   std::atomic_signal_fence(std::memory_order_seq_cst);  // program order for the handler
   gd->gd_curthread = ntd;
+  trace(gd, trace_type::kSwitch, ntd, ntd->td_pri, (ntd->td_flags & TDF_IDLETHREAD) ? 1 : 0,
+        ntd->td_comm);
   // mi_switch accounting: one clock read per switch charges the outgoing thread's slice and
   // starts the incoming one's (also the round-robin clock's reference).
   const std::uint64_t now = cheap_clock();
@@ -366,6 +371,7 @@ void schedule(thread* td) {
     LWKT_ASSERT(!(td->td_flags & TDF_EXITING), td, "lwkt::schedule of a thread that has exited");
     LWKT_ASSERT(!(td->td_flags & TDF_IDLETHREAD), td, "lwkt::schedule of an idle thread");
     ++gd->gd_curthread->td_critcount;
+    internal::trace(gd, internal::trace_type::kScheduleLocal, td, 0, 0, td->td_comm);
     internal::bump_schedgen_owner(td);
     internal::enqueue(gd, td);
     // The critical section this function added is the 1 the caller's must not exceed.

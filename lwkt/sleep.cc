@@ -9,6 +9,7 @@
 #include "lwkt/internal/clock.h"
 #include "lwkt/internal/runtime_state.h"
 #include "lwkt/internal/sched_internal.h"
+#include "lwkt/internal/trace.h"
 #include "lwkt/ipi.h"
 #include "lwkt/sched.h"
 
@@ -127,6 +128,7 @@ void sleepq_insert(globaldata* gd, thread* td, const void* ident) {
 bool wake_thread(globaldata* gd, thread* td) {
   sleepq_remove(gd, td);
   if (!(td->td_flags & TDF_TSLEEP_DESCHEDULED)) return false;
+  trace(gd, trace_type::kWakeThread, td, 0, 0, td->td_comm);
   enqueue(gd, td);
   return true;
 }
@@ -157,6 +159,8 @@ void ipi_wakeup(void* ident, std::intptr_t flags, void*, void* ctx) {
 namespace {
 
 void do_wakeup(globaldata* me, const void* ident, int flags) {
+  trace(me, trace_type::kWakeup, me->gd_curthread, 0, reinterpret_cast<std::uintptr_t>(ident),
+        nullptr);
   if (wakeup_local(me, ident, flags & PWAKEUP_ONE)) return;  // wakeup_one satisfied locally
   // ordering: the caller's change of its condition must be ordered before the read of the
   // mask (store-load): pairs with the seq_cst fetch_or in sleepq_insert().
@@ -264,6 +268,8 @@ int tsleep(const void* ident, int flags, const char* wmesg, absl::Duration timeo
     td->td_flags |= TDF_TSLEEP_DESCHEDULED | ((flags & PCATCH) ? TDF_SINTR : 0);
     td->td_flags &= ~TDF_TIMEOUT;
     td->td_wmesg = wmesg;
+    internal::trace(gd, internal::trace_type::kSleep, td, 0,
+                    reinterpret_cast<std::uintptr_t>(ident), wmesg);
     // Saturating conversion: a deadline past the clock's range is no timeout at all.
     std::uint64_t at =
         internal::deadline_after(internal::cheap_clock(), internal::duration_to_ticks(timeout));

@@ -17,6 +17,7 @@
 #include "lwkt/internal/sanitizers.h"
 #include "lwkt/internal/sched_internal.h"
 #include "lwkt/internal/stack.h"
+#include "lwkt/internal/trace.h"
 #include "lwkt/sched.h"
 
 namespace lwkt {
@@ -177,6 +178,7 @@ absl::StatusOr<thread_ref> create_local(globaldata* gd, void (*fn)(void*), void*
   td->td_tsan_fiber = tsan_create_fiber();
   tsan_set_fiber_name(td->td_tsan_fiber, td->td_comm);
   link_allq(gd, td);
+  trace(gd, trace_type::kCreate, td, td->td_pri, 0, td->td_comm);
   gd->gd_stats.threads_created.add();
   gd->gd_stats.live_threads.store(gd->gd_stats.live_threads.load(std::memory_order_relaxed) + 1,
                                   std::memory_order_relaxed);
@@ -338,6 +340,7 @@ void exit_self() {
   ++td->td_critcount;
   internal::sleep_exit_cleanup(gd, td);  // a leftover tsleep_interlock
   td->td_flags |= TDF_EXITING;
+  internal::trace(gd, internal::trace_type::kExit, td, 0, 0, td->td_comm);
   internal::dequeue(gd, td);
   internal::unlink_allq(gd, td);
   internal::release_local_joiners(gd, td);

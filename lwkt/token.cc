@@ -6,6 +6,7 @@
 
 #include "lwkt/internal/clock.h"
 #include "lwkt/internal/sched_internal.h"
+#include "lwkt/internal/trace.h"
 #include "lwkt/sched.h"
 
 namespace lwkt {
@@ -83,6 +84,7 @@ void get_blocking(lwkt_token* tok, std::intptr_t mode) {
   // Contended: stay runnable and switch; the scheduler resumes us only once it has
   // reacquired every token on our stack, this one included.
   tok->t_collisions.fetch_add(1, std::memory_order_relaxed);
+  internal::trace(gd, internal::trace_type::kTokenContended, td, 0, 0, tok->t_desc);
   ++td->td_critcount;
   td->td_toks_have = ref;
   td->td_wmesg = tok->t_desc;

@@ -33,7 +33,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (group, Google Benchmark filter, in --quick)
 GROUPS = [
     ("context switch", r"^BM_(Switch_Raw|Peer_BoostContext_Jump)", True),
-    ("yield", r"^BM_(Yield|Yield_StallDetectorOff|Peer_BoostFiber_Yield)(/|$)", True),
+    ("yield", r"^BM_(Yield|Yield_StallDetectorOff|Yield_Traced|Peer_BoostFiber_Yield)(/|$)",
+     True),
     ("create and exit", r"^BM_(CreateExit_|Peer_BoostFiber_SpawnJoin|Peer_StdThread_CreateJoin)",
      True),
     ("run queue", r"^BM_Runq_", True),

@@ -23,6 +23,7 @@ ROWS = [
     ("yield between two threads", "BM_Yield", "BM_Peer_BoostFiber_Yield", 0.5, False),
     ("yield, stall detector on (default) vs off", "BM_Yield", "BM_Yield_StallDetectorOff",
      1.01, False),
+    ("yield, tracing on vs off (default)", "BM_Yield_Traced", "BM_Yield", None, False),
     ("create+run+exit+join", "BM_CreateExit_Join", "BM_Peer_BoostFiber_SpawnJoin", 0.5, False),
     ("create+run+exit (detached)", "BM_CreateExit_Detached", "BM_Peer_BoostFiber_SpawnJoin",
      None, False),

@@ -24,6 +24,7 @@
 namespace lwkt {
 namespace internal {
 struct runtime_state;
+struct trace_ring;
 }
 
 // 128: pairs of lines interfere under heavy atomics (adjacent-line prefetch).
@@ -112,6 +113,8 @@ struct globaldata {
   // it (relaxed: it only compares values over time, it orders nothing) and reports a worker
   // whose value stays the same, bit 0 clear, for longer than Options::stall_budget.
   std::atomic<std::uint64_t> gd_progress{1};
+  // Event recorder (Options::trace_events; internal/trace.h): null when tracing is off.
+  internal::trace_ring* gd_trace = nullptr;
   // Accounting: when the current thread was switched in, and the load-average tick.
   std::uint64_t gd_switch_stamp = 0;
   std::uint64_t gd_loadav_period_ticks = 0;  // 5 s
