@@ -10,6 +10,9 @@
 //   Runtime::spawn     creates an lwkt thread from any OS thread (e.g. main).
 //   Runtime::shutdown  stops accepting work, waits for threads, joins workers, frees stacks.
 //   Runtime::placement_report / topology_report   human-readable placement.
+//   Runtime::snapshot / stats / write_trace        what runs where, counters, a Perfetto
+//                                                  trace (docs/debugging.md; also the
+//                                                  stall detector and ps on a signal)
 //
 // Example:
 //   auto rt = lwkt::Runtime::create({.workers = 4});
