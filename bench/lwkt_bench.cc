@@ -105,7 +105,7 @@ std::unique_ptr<Runtime> one_worker(absl::Duration slice) {
 }
 
 // BM_Yield runs with the stall detector on (the default: a watchdog thread sampling every
-// 2.5 ms, a heartbeat store per switch point); BM_Yield_StallDetectorOff with
+// 5 ms, a heartbeat store per switch point); BM_Yield_StallDetectorOff with
 // Options::stall_budget zero (no watchdog; the heartbeat store stays, it is unconditional).
 void yield_pair(benchmark::State& state, std::unique_ptr<Runtime> rt) {
   const std::int64_t n = state.max_iterations;

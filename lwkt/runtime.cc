@@ -337,6 +337,10 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
       rs->workers.emplace_back([rs, gd, &mu, &cv, &started, &first_error] {
         internal::t_mycpu = gd;
         gd->gd_tid = static_cast<int>(gettid());
+        // For top -H, gdb's `info threads` and /proc: "lwkt w<worker>" (at most 15 bytes).
+        char comm[16];
+        std::snprintf(comm, sizeof comm, "lwkt w%d", gd->gd_cpuid);
+        pthread_setname_np(pthread_self(), comm);
         absl::Status st;
         if (rs->opts.pin) st = rs->topo->bind_this_thread(gd->gd_pu);
         gd->gd_pinned = rs->opts.pin && st.ok();

@@ -141,7 +141,7 @@ class Runtime {
     // Stall detector. A worker runs one lwkt thread at a time, so a thread that computes
     // for long, or blocks its OS thread in a system call (usleep, a blocking read, a
     // std::mutex), stalls every other thread of its worker. A watchdog OS thread samples
-    // each worker every stall_budget / 4 (at least 1 ms) and reports, once per stall, a
+    // each worker every stall_budget / 2 (at least 1 ms) and reports, once per stall, a
     // thread that has run longer than stall_budget without reaching a switch point (any
     // call that may switch: yield, yield_quick, maybe_yield, tsleep, a join, a contended
     // token, ...). The report is a line from the watchdog ("lwkt: stall: worker 1 has run
