@@ -64,6 +64,38 @@ TEST(Switch, PingPongTransfersControlAndValue) {
   std::fesetround(FE_TONEAREST);
 }
 
+#if defined(__x86_64__)
+// MXCSR is reloaded only when its control bits differ (switch_x86_64_sysv_elf.S): each of
+// them must still travel with its thread, the two at the mask's ends (DAZ, bit 6; FZ,
+// bit 15) and the rounding field between, while the status flags (bits 5:0, not preserved
+// by the ABI) do not force a reload.
+std::uint32_t g_mxcsr_other = 0;
+
+[[noreturn]] void mxcsr_body() {
+  for (;;) {
+    g_mxcsr_other = __builtin_ia32_stmxcsr();
+    lwkt_cpu_switch(&g_other.sp, g_main.sp, nullptr);
+  }
+}
+
+TEST(Switch, EachMxcsrControlBitTravelsWithItsThread) {
+  std::vector<char> stack(64 * 1024);
+  g_other.sp = make_bare_frame(aligned_top(stack), mxcsr_body);
+  const std::uint32_t saved = __builtin_ia32_stmxcsr();
+  constexpr std::uint32_t kStatus = 0x3f;
+  for (std::uint32_t bit : {0x0040u /* DAZ */, 0x8000u /* FZ */, 0x6000u /* RC: toward 0 */,
+                            0x0080u /* IM cleared below */}) {
+    // Ours: the defaults with `bit` flipped; theirs: the defaults (0x1f80).
+    const std::uint32_t mine = (0x1f80u ^ bit);
+    __builtin_ia32_ldmxcsr(mine);
+    lwkt_cpu_switch(&g_main.sp, g_other.sp, nullptr);
+    EXPECT_EQ(g_mxcsr_other & ~kStatus, 0x1f80u) << std::hex << "bit 0x" << bit << " leaked";
+    EXPECT_EQ(__builtin_ia32_stmxcsr() & ~kStatus, mine) << std::hex << "bit 0x" << bit << " lost";
+  }
+  __builtin_ia32_ldmxcsr(saved);
+}
+#endif
+
 // Values live in callee-saved registers across a switch survive it: a loop keeps several
 // accumulators in registers while switching every iteration.
 TEST(Switch, CalleeSavedRegistersSurvive) {
