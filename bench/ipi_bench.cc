@@ -10,18 +10,23 @@
 //   BM_IpiThroughput                                 send_ipiq messages per second, one pair
 //   BM_WakeLatency_Futex / _Eventfd                  send -> handler on a parked worker,
 //                                                    p50/p99/p99.9 per kick mechanism
+//   BM_RuntimeMemory/N                               RSS of a Runtime, lazy rings
 #include <benchmark/benchmark.h>
 #include <pthread.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <boost/fiber/all.hpp>
 #include <condition_variable>
+#include <cstdio>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "bench/bench_util.h"
+#include "ipiq/ring.h"
 #include "lwkt/internal/clock.h"
 #include "lwkt/internal/ipi_internal.h"
 #include "lwkt/ipi.h"
@@ -239,3 +244,52 @@ void BM_WakeLatency_Eventfd(benchmark::State& state) {
 BENCHMARK(BM_WakeLatency_Eventfd)->Iterations(2000)->UseRealTime();
 
 }  // namespace
+
+// ---- Memory of the IPI rings (issue 12, item 4): rings are allocated on a pair's first
+// message, so a runtime pays for the pairs that talk, not for all N^2.
+//   BM_RuntimeMemory/N   one Runtime of N workers (more than the machine's cores is
+//                        allowed): resident memory it adds once started, and once every
+//                        worker has sent one message to its neighbour (N rings); counters
+//                        in KiB, with what the N^2 rings allocated at start-up would take.
+namespace {
+long rss_kib() {
+  long pages = 0, resident = 0;
+  if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    std::fclose(f);
+  }
+  return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+}  // namespace
+
+void BM_RuntimeMemory(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  double started = 0, neighbours = 0, rings = 0;
+  for (auto _ : state) {
+    const long before = rss_kib();
+    auto rt = lwkt_bench::make_runtime(n);
+    started = static_cast<double>(rss_kib() - before);
+    std::vector<lwkt::thread_ref> tds;
+    for (int w = 0; w < n; ++w) {
+      auto td = rt->spawn(
+          [w, n] {
+            const int to = (w + 1) % n;
+            lwkt::wait_ipiq(to, lwkt::send_ipiq(to, [](void*) {}, nullptr));
+          },
+          {.worker = w});
+      if (!td.ok()) std::abort();
+      tds.push_back(std::move(*td));
+    }
+    for (auto& td : tds) td.join();
+    neighbours = static_cast<double>(rss_kib() - before);
+    rings = static_cast<double>(rt->stats().ipi_rings);
+    (void)rt->shutdown();
+  }
+  state.counters["rss_started_kib"] = started;
+  state.counters["rss_neighbours_kib"] = neighbours;
+  state.counters["rings"] = rings;
+  state.counters["eager_rings_kib"] =
+      static_cast<double>(n) * n * static_cast<double>(sizeof(ipiq::ring)) / 1024.0;
+  state.SetLabel("RSS added by a Runtime");
+}
+BENCHMARK(BM_RuntimeMemory)->Arg(2)->Arg(16)->Arg(64)->Arg(256)->Iterations(1)->Unit(benchmark::kMillisecond);

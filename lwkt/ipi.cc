@@ -9,9 +9,11 @@
 #include <cstdio>
 #include <exception>
 #include <memory>
+#include <new>
 
 #include "lwkt/internal/clock.h"
 #include "lwkt/internal/runtime_state.h"
+#include "lwkt/internal/sanitizers.h"
 #include "lwkt/internal/sched_internal.h"
 #include "lwkt/internal/trace.h"
 #include "lwkt/sched.h"
@@ -20,8 +22,44 @@ namespace lwkt {
 namespace internal {
 namespace {
 
-ipiq::ring& ring_of(const globaldata* from, const globaldata* to) {
+std::atomic<ipiq::ring*>& ring_slot(const globaldata* from, const globaldata* to) {
   return from->gd_rings[from->gd_cpuid * from->gd_ncpus + to->gd_cpuid];
+}
+
+// Ring (from -> to) on the receiving side, or null if from never sent to to. The receiver
+// looks only at rings whose mask bit it found set (or, in shutdown, at every slot): the
+// sender stored the pointer (release, ring_for_send) before its seq_cst fetch_or of that
+// bit, and the receiver read the bit (seq_cst) before this load, so a ring announced by
+// its bit is always seen constructed; acquire pairs with that store where no bit was read.
+ipiq::ring* ring_if_any(const globaldata* from, const globaldata* to) {
+  return ring_slot(from, to).load(std::memory_order_acquire);
+}
+
+ipiq::ring& ring_of(const globaldata* from, const globaldata* to) {
+  ipiq::ring* r = ring_if_any(from, to);
+  LWKT_ASSERT(r != nullptr, from->gd_curthread,
+              "ring %d -> %d read before its first message (mask bit without a ring)",
+              from->gd_cpuid, to->gd_cpuid);
+  return *r;
+}
+
+// Ring (me -> target) for a send: allocated on the first send, on the receiver's NUMA node
+// (its reads of the entries are the ones that miss). Only worker `me` sends on it, so only
+// `me` ever allocates it: a plain check, then a release store that publishes the
+// constructed ring (see ring_if_any for the receiving side).
+ipiq::ring& ring_for_send(globaldata* me, globaldata* target) {
+  std::atomic<ipiq::ring*>& slot = ring_slot(me, target);
+  if (ipiq::ring* r = slot.load(std::memory_order_relaxed)) return *r;  // own earlier store
+  runtime_state* rs = me->gd_runtime;
+  const std::size_t i = &slot - rs->rings.get();
+  void* mem = rs->topo->alloc_on_node(sizeof(ipiq::ring), target->gd_numa);
+  if (mem) lsan_register_root(mem, sizeof(ipiq::ring));
+  rs->ring_on_node[i] = mem != nullptr;
+  if (!mem) mem = ::operator new(sizeof(ipiq::ring), std::align_val_t{alignof(ipiq::ring)});
+  auto* r = new (mem) ipiq::ring;
+  rs->rings_allocated.fetch_add(1, std::memory_order_relaxed);
+  slot.store(r, std::memory_order_release);
+  return *r;
 }
 
 globaldata* worker(int cpu) {
@@ -114,7 +152,7 @@ std::uint32_t send_entry(globaldata* me, globaldata* target, const ipiq::ipi_ent
     crit_exit();
     return 0;
   }
-  ipiq::ring& r = ring_of(me, target);
+  ipiq::ring& r = ring_for_send(me, target);
   ++me->gd_curthread->td_critcount;
   // DragonFly's thresholds: a plain send waits above half full (down to a quarter); a send
   // from inside a handler may use the rest of the ring, so handlers rarely block.
@@ -385,14 +423,18 @@ int send_ipiq_mask(const cpumask& mask, ipifunc3 func, void* arg1, int arg2) {
 
 std::uint32_t seq_ipiq(int cpu) {
   globaldata* me = internal::lwkt_caller("lwkt::seq_ipiq");
-  return internal::ring_of(me, internal::worker(cpu)).windex();
+  // A ring never sent on has written nothing: sequence 0, which wait_ipiq finds reached.
+  const ipiq::ring* r = internal::ring_if_any(me, internal::worker(cpu));
+  return r ? r->windex() : 0;
 }
 
 void wait_ipiq(int cpu, std::uint32_t seq) {
   globaldata* me = internal::lwkt_caller("lwkt::wait_ipiq");
   globaldata* target = internal::worker(cpu);
   if (target == me) return;
-  ipiq::ring& r = internal::ring_of(me, target);
+  const ipiq::ring* rp = internal::ring_if_any(me, target);
+  if (rp == nullptr) return;  // nothing was ever sent to target: every sequence is reached
+  const ipiq::ring& r = *rp;
   ++me->gd_curthread->td_critcount;
   // Passive messages may sit in a parked target's ring: wake it now rather than wait.
   if (static_cast<std::int32_t>(r.xindex() - seq) < 0) target->gd_parker.kick();

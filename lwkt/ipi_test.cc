@@ -121,7 +121,8 @@ struct drain_level_probe {
 };
 drain_level_probe* g_probe;
 
-ipiq::ring& ring_0_to_1(globaldata* gd0) { return gd0->gd_rings[gd0->gd_cpuid * gd0->gd_ncpus + 1]; }
+// Ring 0 -> 1, which the caller's earlier sends to worker 1 allocated.
+ipiq::ring& ring_0_to_1(globaldata* gd0) { return *gd0->gd_rings[gd0->gd_cpuid * gd0->gd_ncpus + 1].load(); }
 
 void nop(void*) {}
 
@@ -246,6 +247,44 @@ TEST(Ipi, WaitIpiqReturnsAfterHandlerRan) {
       EXPECT_EQ(seq_ipiq(1), seq);
     }
   });
+}
+
+// Rings are allocated on a pair's first message (runtime.h: runtime_stats::ipi_rings): none
+// for a runtime that only starts, spawns from outside and snapshots (the inbox path), one
+// per ordered pair that exchanges messages, not one more for later messages; seq_ipiq and
+// wait_ipiq towards a worker never sent to need no ring.
+TEST(Ipi, RingsAreAllocatedOnAPairsFirstMessageOnly) {
+  auto rt = Runtime::create({.workers = 64});
+  ASSERT_TRUE(rt.ok()) << rt.status();
+  ASSERT_TRUE((*rt)->snapshot().ok());
+  EXPECT_EQ((*rt)->stats().ipi_rings, 0u) << "64 workers started: no ring yet";
+  testing::run_on(**rt, [] {
+    EXPECT_EQ(seq_ipiq(5), 0u);
+    wait_ipiq(5, seq_ipiq(5));  // returns: nothing was sent
+    for (int i = 0; i < 100; ++i) wait_ipiq(3, send_ipiq(3, [](void*) {}, nullptr));
+  });
+  EXPECT_EQ((*rt)->stats().ipi_rings, 1u) << "0 -> 3 only";
+  testing::run_on(**rt, [] { wait_ipiq(0, send_ipiq(0, [](void*) {}, nullptr)); }, 3);
+  EXPECT_EQ((*rt)->stats().ipi_rings, 2u) << "and 3 -> 0";
+  // Every worker to its neighbour: 64 new rings (0 -> 1 ... 63 -> 0; neither 0 -> 3 nor
+  // 3 -> 0 is among them).
+  std::atomic<int> done{0};
+  std::vector<thread_ref> tds;
+  for (int w = 0; w < 64; ++w) {
+    auto td = (*rt)->spawn(
+        [w, &done] {
+          const int to = (w + 1) % 64;
+          wait_ipiq(to, send_ipiq(to, [](void*) {}, nullptr));
+          done.fetch_add(1);
+        },
+        {.worker = w});
+    ASSERT_TRUE(td.ok());
+    tds.push_back(std::move(*td));
+  }
+  for (auto& td : tds) td.join();
+  EXPECT_EQ(done.load(), 64);
+  EXPECT_EQ((*rt)->stats().ipi_rings, 2u + 64u);
+  ASSERT_TRUE((*rt)->shutdown().ok());
 }
 
 std::atomic<int> g_hits[kWorkers];

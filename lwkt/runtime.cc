@@ -166,6 +166,26 @@ std::int64_t live_threads(const runtime_state* rs) {
   return n;
 }
 
+}  // namespace
+
+void free_rings(runtime_state* rs) {
+  if (!rs->rings) return;
+  const std::size_t npairs = rs->gds.size() * rs->gds.size();
+  for (std::size_t i = 0; i < npairs; ++i) {
+    ipiq::ring* r = rs->rings[i].exchange(nullptr, std::memory_order_acquire);
+    if (r == nullptr) continue;
+    r->~ring();
+    if (rs->ring_on_node[i]) {
+      lsan_unregister_root(r, sizeof(ipiq::ring));
+      rs->topo->free_on_node(r, sizeof(ipiq::ring));
+    } else {
+      ::operator delete(r, std::align_val_t{alignof(ipiq::ring)});
+    }
+  }
+}
+
+namespace {
+
 void destroy_globaldata(runtime_state* rs, std::size_t i) {
   globaldata* gd = rs->gds[i];
   delete gd->gd_trace;
@@ -272,7 +292,10 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "Runtime::Options.cpus names %d CPUs; at most %d workers are supported", n, kMaxWorkers));
   }
-  s->rings.reset(new ipiq::ring[static_cast<std::size_t>(n) * static_cast<std::size_t>(n)]);
+  // Ring pointers only: each ring is allocated on its first send (ipi.cc, ring_for_send).
+  const std::size_t npairs = static_cast<std::size_t>(n) * static_cast<std::size_t>(n);
+  s->rings.reset(new std::atomic<ipiq::ring*>[npairs]());
+  s->ring_on_node.reset(new bool[npairs]());
   s->slpque_cpumasks.reset(new std::atomic<std::uint64_t>[kSleepHash * kMaskWords]());
 
   const std::size_t stack = internal::round_to_pages(opts.stack_size);
@@ -413,6 +436,7 @@ Runtime::~Runtime() {
   runtime_state* live = _s.get();  // a leaked runtime was replaced by an inert one
   if (!live->leaked) {
     for (std::size_t i = 0; i < live->gds.size(); ++i) internal::destroy_globaldata(live, i);
+    internal::free_rings(live);
   }
   live->gds.clear();
 }
@@ -468,10 +492,11 @@ collect_result collect(const runtime_state* rs) {
     }
     r.work += gd->gd_stats.messages.get();
     for (std::size_t s = 0; s < n; ++s) {
-      const ipiq::ring& ring = rs->rings[s * n + t];
-      const std::uint32_t x = ring.xindex();
+      const ipiq::ring* ring = rs->rings[s * n + t].load(std::memory_order_acquire);
+      if (ring == nullptr) continue;  // never sent on (see ring_if_any for the ordering)
+      const std::uint32_t x = ring->xindex();
       r.work += x;
-      if (ring.windex_acquire() != x) r.quiet = false;
+      if (ring->windex_acquire() != x) r.quiet = false;
     }
   }
   return r;
@@ -604,6 +629,8 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
     _s->shutdown_status = rs->shutdown_status;
     _s->fork_generation = rs->fork_generation;
     _s->stalls.store(rs->stalls.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    _s->rings_allocated.store(rs->rings_allocated.load(std::memory_order_relaxed),
+                              std::memory_order_relaxed);
     return rs->shutdown_status;
   }
   for (globaldata* gd : rs->gds) {
@@ -716,6 +743,7 @@ runtime_stats Runtime::stats() const {
     r.live_threads += w.live_threads.load(std::memory_order_relaxed);
   }
   r.stalls = _s->stalls.load(std::memory_order_relaxed);
+  r.ipi_rings = _s->rings_allocated.load(std::memory_order_relaxed);
   // Threads given away and not acquired are alive but on no worker's count.
   std::lock_guard<std::mutex> l(_s->transit_mu);
   r.live_threads += static_cast<std::int64_t>(_s->in_transit.size() + _s->transit_abandoned);

@@ -75,6 +75,9 @@ struct runtime_stats {
   std::uint64_t preemptions_refused = 0;  // refused, all reasons
   std::int64_t live_threads = 0;
   std::uint64_t stalls = 0;  // stalls the stall detector reported (Options::stall_budget)
+  // IPI rings allocated: one per ordered pair of workers (s, t) once s has sent t a message
+  // (each is allocated on its first send, on t's NUMA node; about 8.6 KB).
+  std::uint64_t ipi_rings = 0;
 };
 
 class Runtime {

@@ -51,6 +51,10 @@ def benchmarks():
         b += bench("BM_Runq_EnqueueDequeueMixedUpri/%d" % n, 16.0, 0.01)
     b += bench("BM_WakeLatency_Futex/iterations:2000", 9000, 0.02, p50_ns=7000.0,
                p99_ns=15000.0, p999_ns=30000.0)
+    for n in (256, 2, 16):  # out of order: the table sorts by worker count
+        b += bench("BM_RuntimeMemory/%d/iterations:1" % n, 1.0, 0.0, unit="ms",
+                   rss_started_kib=30.0 * n, rss_neighbours_kib=40.0 * n, rings=float(n),
+                   eager_rings_kib=8.375 * n * n)
     return b
 
 
@@ -74,6 +78,13 @@ class TableTest(unittest.TestCase):
         p = self.rows["cross-worker round trip, receiver polling"]
         self.assertAlmostEqual(p["ratio"], 7.0)
         self.assertFalse(p["met"])  # target 2.0x
+
+    def test_memory_table_by_worker_count(self):
+        lines = report_table.memory_lines(self.fig)
+        body = [l for l in lines if l.startswith("| ") and l[2].isdigit()]
+        self.assertEqual([l.split("|")[1].strip() for l in body], ["2", "16", "256"])
+        # 256 workers: 7.5 MiB started, 10 MiB after, 256 rings, 536 MiB for all N^2 rings.
+        self.assertEqual(body[2], "| 256 | 8 | 10 | 256 | 536 |")
 
     def test_missing_rows_say_why(self):
         r = self.rows["create+run+exit+join"]

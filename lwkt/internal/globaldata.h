@@ -85,7 +85,9 @@ struct globaldata {
   int gd_intr_nesting_level = 0;       // > 0 while running message handlers (no switching)
   int gd_processing_ipiq = 0;          // nesting depth of ring draining
   int gd_ncpus = 0;                    // workers in the runtime
-  ipiq::ring* gd_rings = nullptr;      // all rings; ring (s -> t) is gd_rings[s * ncpus + t]
+  // All rings, allocated on first send (ipi.cc: ring_for_send): ring (s -> t) is
+  // gd_rings[s * ncpus + t], null until worker s first sends to t.
+  std::atomic<ipiq::ring*>* gd_rings = nullptr;
   // cpusync participation: requests seen but not yet released by their master (polled by
   // the drain loop, DragonFly's gd_cpusyncq).
   std::vector<void*> gd_cpusync_pending;

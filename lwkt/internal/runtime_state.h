@@ -21,7 +21,13 @@ struct runtime_state {
   Runtime::Options opts;
   std::unique_ptr<topology> topo;
   std::vector<globaldata*> gds;        // fixed after create(); index = worker
-  std::unique_ptr<ipiq::ring[]> rings; // N x N; ring (s -> t) at s * N + t
+  // N x N ring pointers; ring (s -> t) at s * N + t. Each is allocated by its only sender,
+  // worker s, on its first send to t, on t's NUMA node (ipi.cc), and freed by the
+  // destructor (free_rings); ring_on_node says how it was allocated (written by s before it
+  // publishes the ring, read after the workers are joined).
+  std::unique_ptr<std::atomic<ipiq::ring*>[]> rings;
+  std::unique_ptr<bool[]> ring_on_node;
+  std::atomic<std::uint64_t> rings_allocated{0};
   // kSleepHash x kMaskWords: which workers may have sleepers in each hash slot.
   std::unique_ptr<std::atomic<std::uint64_t>[]> slpque_cpumasks;
   std::vector<bool> gd_on_node;        // gds[i] came from hwloc_alloc_membind
@@ -103,6 +109,9 @@ class api_guard {
 // Every live runtime (listed from construction until its destructor), for debuggers:
 // tools/gdb/lwkt.py reads it, then each runtime's gds and their thread lists.
 extern std::vector<runtime_state*>* g_debug_runtimes;
+
+// Frees every ring that was allocated (after the workers are joined).
+void free_rings(runtime_state* rs);
 
 // Checks thread options against the runtime; InvalidArgument naming the field.
 absl::Status validate_thread_options(const runtime_state* rs, const thread_options& opts);
