@@ -323,7 +323,14 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
     gd->gd_idle_spin_ticks = spin;
     gd->gd_token_warn_ticks = internal::duration_to_ticks(opts.token_warn);
     gd->gd_preempt_enable = opts.preempt;
-    if (opts.trace_events > 0) gd->gd_trace = new internal::trace_ring(opts.trace_events);
+    if (opts.trace_events > 0) {
+      gd->gd_trace = new internal::trace_ring(opts.trace_events);
+      if (!gd->gd_trace->ev && setup_error.ok()) {
+        setup_error = absl::ResourceExhaustedError(absl::StrFormat(
+            "Runtime::Options.trace_events: %u events (%u bytes) for worker %d could not be "
+            "allocated", opts.trace_events, opts.trace_events * sizeof(internal::trace_event), i));
+      }
+    }
     if (!gd->gd_parker.set_mechanism(opts.kick) && setup_error.ok()) {
       setup_error = absl::ResourceExhaustedError(absl::StrCat(
           "Runtime::Options.kick: eventfd for worker ", i, " failed: ", std::strerror(errno)));

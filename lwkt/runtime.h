@@ -179,7 +179,7 @@ class Runtime {
     std::size_t trace_events = 0;
     std::string trace_path;
   };
-  static constexpr std::size_t kMaxTraceEvents = std::size_t{1} << 24;
+  static constexpr std::size_t kMaxTraceEvents = std::size_t{1} << 20;  // 64 MiB a worker
 
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Runtime>> create(const Options& opts);
   // Calls shutdown() if it was not called. In a child forked from the process that created

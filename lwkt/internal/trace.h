@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -47,7 +48,8 @@ struct trace_event {
 static_assert(sizeof(trace_event) == 64);
 
 struct trace_ring {
-  explicit trace_ring(std::size_t n) : cap(n), ev(new trace_event[n]) {}
+  // ev is null when the n events could not be allocated (create() then fails).
+  explicit trace_ring(std::size_t n) : cap(n), ev(new (std::nothrow) trace_event[n]) {}
   std::size_t cap;
   std::uint64_t next = 0;  // events recorded so far; the ring holds the last min(next, cap)
   std::unique_ptr<trace_event[]> ev;
