@@ -44,6 +44,7 @@ GROUPS = [
     ("wake latency", r"^BM_WakeLatency_", True),
     ("tokens", r"^BM_(Token_|Peer_StdMutex_|Peer_AbslMutex_|Yield_HoldingTokens)", True),
     ("runtime memory", r"^BM_RuntimeMemory/", True),
+    ("idle policy", r"^BM_IdlePolicy/", True),
     ("sleep/wakeup and preemption",
      r"^BM_(SleepWakeup_|Peer_CondvarSleepWakeup|Peer_BoostFiber_CondvarRoundTrip|WakeupToRun_|"
      r"Preempt_)", True),
@@ -164,6 +165,7 @@ def render(doc, fig, rows, charts, missing):
     out += report_table.preempt_line(fig) + [""]
     out += report_table.latency_lines(fig) + [""]
     out += report_table.memory_lines(fig) + [""]
+    out += report_table.idle_policy_lines(fig) + [""]
     if matrix:
         out.append("Worker-to-worker matrix (%d workers, median of %d samples of %d round trips,"
                    " first dropped), ns per round trip, lwkt / atomic floor:" % (

@@ -148,7 +148,7 @@ def wake_latency(fig, out, machine):
     rows = []
     for name in sorted(fig.counters):
         b = fig.counters[name]
-        if "p50_ns" in b:
+        if "p999_ns" in b:
             label = (name.replace("BM_WakeLatency_", "IPI to parked worker, ")
                      .replace("BM_WakeupToRun_", "wakeup -> sleeper runs, "))
             rows.append('"%s" %g %g %g' % (label, b["p50_ns"], b["p99_ns"], b["p999_ns"]))
@@ -161,11 +161,28 @@ def wake_latency(fig, out, machine):
 
 
 def idle_policy(fig, out, machine):
-    names = [n for n in fig.ns if n.startswith("BM_IdlePolicy")]
-    if not names:
-        raise Missing("no idle-policy benchmark (BM_IdlePolicy_*) in this build: the "
-                      "latency-vs-CPU curves arrive with the cross-worker latency issue")
-    raise Missing("BM_IdlePolicy_* found but this report version cannot draw it")
+    import report_table  # the table's parsing of BM_IdlePolicy/<spin_us>/<rate>
+    pts = report_table.idle_policy_points(fig)
+    if not pts:
+        raise Missing("no idle-policy benchmark (BM_IdlePolicy/<spin_us>/<rate>) was measured")
+    files, plots = {}, []
+    colours = [LWKT, LWKT2, PEER, EXTRA, FLOOR]
+    for i, rate in enumerate(sorted(pts)):
+        rows = sorted(pts[rate].items(), key=lambda kv: kv[1][2])
+        files["r%d.dat" % rate] = "\n".join('%g %g "%s"' % (v[2] * 100, v[0] / 1e3,
+                                                            report_table.policy_label(p))
+                                            for p, v in rows) + "\n"
+        c = colours[i % len(colours)]
+        plots.append('"r%d.dat" u 1:2 w lp lw 2 pt 7 lc rgb "%s" t "%d messages/s"' % (rate, c, rate))
+        plots.append('"r%d.dat" u 1:2:3 w labels offset 1,0.6 left font ",8" tc rgb "%s" notitle'
+                     % (rate, c))
+    s = _head(out, "Idle policy: delivery latency against the receiving worker's CPU (%s)"
+              % machine)
+    s += ('set logscale y\nset xrange [0:105]\nset xlabel "receiving worker CPU (% of one CPU)"\n'
+          'set ylabel "p50 delivery latency, us (log scale)"\nset key top right\n')
+    s += "plot " + ", ".join(plots) + "\n"
+    _gnuplot(s, files)
+    return "Idle policy: p50 latency against the receiving worker's CPU, per message rate"
 
 
 def throughput(fig, out, machine):

@@ -51,6 +51,11 @@ def benchmarks():
         b += bench("BM_Runq_EnqueueDequeueMixedUpri/%d" % n, 16.0, 0.01)
     b += bench("BM_WakeLatency_Futex/iterations:2000", 9000, 0.02, p50_ns=7000.0,
                p99_ns=15000.0, p999_ns=30000.0)
+    for spin in (0, 50, 1000000):
+        for rate in (1000, 100000):
+            b += bench("BM_IdlePolicy/%d/%d/iterations:1/real_time" % (spin, rate), 300, 0.0,
+                       unit="ms", p50_ns=40000.0 / (1 + spin), p99_ns=90000.0,
+                       cpu=min(1.0, 0.01 + spin / 1e4), sent=300.0)
     for n in (256, 2, 16):  # out of order: the table sorts by worker count
         b += bench("BM_RuntimeMemory/%d/iterations:1" % n, 1.0, 0.0, unit="ms",
                    rss_started_kib=30.0 * n, rss_neighbours_kib=40.0 * n, rings=float(n),
@@ -85,6 +90,12 @@ class TableTest(unittest.TestCase):
         self.assertEqual([l.split("|")[1].strip() for l in body], ["2", "16", "256"])
         # 256 workers: 7.5 MiB started, 10 MiB after, 256 rings, 536 MiB for all N^2 rings.
         self.assertEqual(body[2], "| 256 | 8 | 10 | 256 | 536 |")
+
+    def test_idle_policy_table_rows_are_rates_columns_policies(self):
+        lines = report_table.idle_policy_lines(self.fig)
+        self.assertIn("| rate /s | park at once | spin 50 us | poll |", lines)
+        self.assertIn("| 1000 | 40.0 / 90 us, 1% | 0.8 / 90 us, 2% | 0.0 / 90 us, 100% |",
+                      lines)
 
     def test_missing_rows_say_why(self):
         r = self.rows["create+run+exit+join"]
@@ -156,9 +167,10 @@ class OutputTest(unittest.TestCase):
             self.assertEqual(json.load(f)["machine"]["slug"], "test-cpu-2pu")
         self.assertIn("| CPU | Test CPU", md)
         self.assertIn("- tokens: did not finish within 900 s", md)
-        self.assertIn("chart idle-policy", md)  # named as missing, with its reason
+        self.assertIn("chart throughput", md)  # named as missing, with its reason
         if shutil.which("gnuplot"):
-            for chart in ("runq", "roundtrip-cdf", "matrix", "peers", "wake-latency"):
+            for chart in ("runq", "roundtrip-cdf", "matrix", "peers", "wake-latency",
+                          "idle-policy"):
                 png = "%s-%s.png" % (stem, chart)
                 self.assertTrue(os.path.getsize(png) > 1000, chart)
                 self.assertIn("(%s)" % os.path.basename(png), md)
