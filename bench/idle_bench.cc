@@ -5,7 +5,8 @@
 // receiving worker's CPU time per second of wall time.
 //
 //   BM_IdlePolicy/<spin_us>/<rate>   spin_us: idle_spin in microseconds (0: park at once;
-//                                    1000000 stands for "never park", pure polling);
+//                                    1000000 stands for "never park", pure polling; -B:
+//                                    the adaptive policy, idle_cpu_budget B%);
 //                                    rate: messages per second. Counters: p50_ns, p99_ns,
 //                                    cpu (receiving worker's CPU seconds per second), sent.
 //
@@ -63,7 +64,15 @@ void BM_IdlePolicy(benchmark::State& state) {
   const std::int64_t spin_us = state.range(0);
   const std::int64_t rate = state.range(1);
   const auto n = static_cast<std::int64_t>(std::clamp<double>(rate * kWindowSeconds, 200, 200000));
-  auto rt = lwkt_bench::make_runtime(2, absl::Milliseconds(1), absl::Microseconds(spin_us));
+  // spin_us < 0: the adaptive policy with a budget of -spin_us % of a CPU, spinning at most
+  // 1 ms at a time.
+  lwkt::Runtime::Options o;
+  o.workers = 2;
+  o.idle_spin = spin_us < 0 ? absl::Milliseconds(1) : absl::Microseconds(spin_us);
+  o.idle_cpu_budget = spin_us < 0 ? static_cast<double>(-spin_us) / 100.0 : 0.0;
+  auto made = lwkt::Runtime::create(o);
+  if (!made.ok()) std::abort();
+  std::unique_ptr<lwkt::Runtime> rt = std::move(*made);
   std::vector<std::uint64_t> latency(static_cast<std::size_t>(n));
   g_latency_ticks = &latency;
   // Exponential gaps with mean 1 / rate, in cheap-clock ticks; the same sequence every run.
@@ -102,11 +111,13 @@ void BM_IdlePolicy(benchmark::State& state) {
   state.counters["p99_ns"] = pct(0.99);
   state.counters["cpu"] = cpu_per_s;
   state.counters["sent"] = static_cast<double>(n);
-  state.SetLabel(spin_us >= kPollForever ? "poll" : "idle_spin " + std::to_string(spin_us) + " us");
+  state.SetLabel(spin_us >= kPollForever ? "poll"
+                 : spin_us < 0 ? "adaptive, budget " + std::to_string(-spin_us) + "%"
+                               : "idle_spin " + std::to_string(spin_us) + " us");
   (void)rt->shutdown();
 }
 BENCHMARK(BM_IdlePolicy)
-    ->ArgsProduct({{0, 5, 50, 1000, kPollForever}, {1000, 10000, 100000, 500000}})
+    ->ArgsProduct({{0, 5, 50, 1000, kPollForever, -10, -30}, {1000, 10000, 100000, 500000}})
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();

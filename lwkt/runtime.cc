@@ -117,6 +117,11 @@ absl::Status validate_options(const Runtime::Options& o) {
                                                    absl::FormatDuration(o.idle_spin),
                                                    " is outside [0, 1s]"));
   }
+  if (!(o.idle_cpu_budget >= 0 && o.idle_cpu_budget <= 1)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "Runtime::Options.idle_cpu_budget %g is outside [0, 1] (a fraction of one CPU)",
+        o.idle_cpu_budget));
+  }
   if (o.token_warn < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "Runtime::Options.token_warn ", absl::FormatDuration(o.token_warn), " is negative"));
@@ -321,6 +326,11 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
     gd->gd_cache_max = opts.thread_cache;
     gd->gd_slice_ticks = slice;
     gd->gd_idle_spin_ticks = spin;
+    gd->gd_idle_adaptive = opts.idle_cpu_budget > 0;
+    if (gd->gd_idle_adaptive) {
+      gd->gd_idle.init(spin, opts.idle_cpu_budget, internal::ticks_per_us() / 1000.0,
+                       internal::cheap_clock());
+    }
     gd->gd_token_warn_ticks = internal::duration_to_ticks(opts.token_warn);
     gd->gd_preempt_enable = opts.preempt;
     if (opts.trace_events > 0) {

@@ -130,6 +130,13 @@ class Runtime {
     std::size_t thread_cache = 64;
     // How long an idle worker polls for work before parking its OS thread in the kernel.
     absl::Duration idle_spin = absl::Microseconds(50);
+    // Adaptive idle spin: 0 (default) polls idle_spin every time. A fraction of one CPU in
+    // (0, 1]: each worker learns how long its idle gaps are and picks, up to idle_spin, the
+    // spin window that catches the most of them while the CPU it burns beyond parking at
+    // once stays within this budget (0.1: a tenth of a CPU per worker). Short gaps, which
+    // cost less to spin through than to park and wake for, are always spun. See
+    // lwkt/internal/idle_policy.h and the report's idle-policy table for what it buys.
+    double idle_cpu_budget = 0;
     // How a parked worker sleeps and is woken: a futex on its park word (default, measured
     // fastest here: see docs/ipiq.md) or an eventfd.
     ipiq::kick_mechanism kick = ipiq::kick_mechanism::futex;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <thread>
 #include <vector>
 
@@ -50,6 +51,11 @@ TEST(Runtime, ConfigErrorsNameFieldAndValue) {
   o = {};
   o.thread_cache = std::size_t{1} << 30;
   check(o, absl::StatusCode::kInvalidArgument, "thread_cache");
+  for (double bad : {-0.1, 1.5, std::nan("")}) {
+    o = {};
+    o.idle_cpu_budget = bad;
+    check(o, absl::StatusCode::kInvalidArgument, "idle_cpu_budget");
+  }
 }
 
 TEST(Runtime, DefaultIsOneWorkerPerPuAndReportsPlacement) {
@@ -94,8 +100,9 @@ TEST(Runtime, ExplicitCpuListAndNoPinning) {
 }
 
 // Four workers on two cores: threads on every worker join threads on every other worker.
-TEST(Runtime, OversubscribedWorkersCrossJoin) {
-  auto rt = test_runtime(4);
+// Every worker creates children on the others and joins them: wakeups cross workers all the
+// time, and none may be lost whatever the idle policy.
+void cross_join(Runtime* rt) {
   std::atomic<int> count{0};
   std::vector<thread_ref> tops;
   for (int w = 0; w < 4; ++w) {
@@ -118,6 +125,27 @@ TEST(Runtime, OversubscribedWorkersCrossJoin) {
   for (auto& t : tops) t.join();
   EXPECT_EQ(count.load(), 4 * testing::scaled(200));
   EXPECT_EQ(rt->stats().live_threads, 0);
+}
+
+TEST(Runtime, OversubscribedWorkersCrossJoin) {
+  auto rt = test_runtime(4);
+  cross_join(rt.get());
+}
+
+// The same with each idle policy: park at once, poll a long time, and adaptive (budgets at
+// both ends of its range).
+TEST(Runtime, OversubscribedWorkersCrossJoinWithEachIdlePolicy) {
+  struct policy {
+    absl::Duration spin;
+    double budget;
+  };
+  for (const policy& p : {policy{absl::ZeroDuration(), 0}, policy{absl::Milliseconds(5), 0},
+                          policy{absl::Milliseconds(1), 0.01}, policy{absl::Milliseconds(1), 1.0}}) {
+    auto rt = Runtime::create({.workers = 4, .idle_spin = p.spin, .idle_cpu_budget = p.budget});
+    ASSERT_TRUE(rt.ok()) << rt.status();
+    cross_join(rt->get());
+    ASSERT_TRUE((*rt)->shutdown().ok());
+  }
 }
 
 // Threads still blocked at shutdown are reported by name and abandoned; their joiners wake.

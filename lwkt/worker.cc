@@ -44,7 +44,9 @@ void idle_loop(globaldata* gd) {
     bool work = false;
     const std::uint64_t start = cheap_clock();
     const std::uint64_t timer = next_timer(gd);
-    for (std::uint64_t now = start; now - start < gd->gd_idle_spin_ticks; now = cheap_clock()) {
+    const std::uint64_t window = gd->gd_idle_adaptive ? gd->gd_idle.window() : gd->gd_idle_spin_ticks;
+    std::uint64_t now = start;
+    for (; now - start < window; now = cheap_clock()) {
       if (!gd->gd_inbox.empty() || ipiq_pending(gd) || (timer && now >= timer) ||
           gd->gd_stop.load(std::memory_order_relaxed) != stopped ||
           gd->gd_exit.load(std::memory_order_relaxed)) {
@@ -53,7 +55,10 @@ void idle_loop(globaldata* gd) {
       }
       cpu_pause();
     }
-    if (work) continue;
+    if (work) {
+      if (gd->gd_idle_adaptive) gd->gd_idle.note(now - start, now);
+      continue;
+    }
 
     // Park: announce, re-check (the parker's fence orders this check against producers'
     // push + kick), then sleep. See ipiq/parker.h for why no wakeup is lost.
@@ -83,6 +88,10 @@ void idle_loop(globaldata* gd) {
       gd->gd_parker.park(&ts);
     }
     gd->gd_stats.parks.add();
+    if (gd->gd_idle_adaptive) {
+      const std::uint64_t woke = cheap_clock();
+      gd->gd_idle.note(woke - start, woke);  // the gap was at least the window: past it
+    }
     // The switch path samples the load average from its switch stamp, which a long park
     // leaves stale: sample here (timers fire in the next lwkt_switch).
     if (const std::uint64_t now = cheap_clock(); now >= gd->gd_next_loadav) {

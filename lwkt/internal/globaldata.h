@@ -18,6 +18,7 @@
 #include "ipiq/parker.h"
 #include "ipiq/ring.h"
 #include "lwkt/cpumask.h"
+#include "lwkt/internal/idle_policy.h"
 #include "lwkt/internal/runq.h"
 #include "lwkt/thread.h"
 
@@ -109,6 +110,8 @@ struct globaldata {
   std::size_t gd_cache_max = 0;
   std::uint64_t gd_slice_ticks = 0;    // round-robin slice in cheap-clock ticks (0: always)
   std::uint64_t gd_idle_spin_ticks = 0;
+  bool gd_idle_adaptive = false;       // Options::idle_cpu_budget > 0: gd_idle chooses
+  internal::idle_estimator gd_idle;    // the spin window (idle_policy.h)
   std::uint64_t gd_token_warn_ticks = 0;  // token contention warning threshold (0: never)
   // Stall detector (monitor.cc): bumped by 2 at every switch point (lwkt_switch, yield,
   // yield_quick, every switch); bit 0 is set while the idle thread runs. The watchdog reads
