@@ -72,6 +72,17 @@ def list_benchmarks(binary):
     return [l.strip() for l in p.stdout.splitlines() if l.strip()], None
 
 
+def steal_seconds():
+    """CPU time the hypervisor gave to others while this VM's vCPUs wanted to run
+    (/proc/stat, all CPUs: the 8th value of the cpu line, in USER_HZ ticks); None if absent."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def run_group(binary, flt, args, timeout):
     """Returns (benchmarks, context, error)."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
@@ -182,9 +193,13 @@ def render(doc, fig, rows, charts, missing):
         out += ["## %s" % caption, "", "![%s](%s)" % (name, png), ""]
     if missing:
         out += ["## Not in this run", ""] + ["- %s: %s" % kv for kv in missing] + [""]
-    out += ["## Groups", "", "| group | seconds | note |", "|---|---:|---|"]
-    out += ["| %s | %.1f | %s |" % (g["name"], g["seconds"], g.get("error") or "")
-            for g in doc["groups"]]
+    out += ["## Groups", "",
+            "*steal*: CPU seconds the hypervisor took from this VM's vCPUs while the group ran "
+            "(/proc/stat); a group with steal has figures disturbed by the host.", "",
+            "| group | seconds | steal s | note |", "|---|---:|---:|---|"]
+    out += ["| %s | %.1f | %s | %s |" % (
+        g["name"], g["seconds"], "-" if g.get("steal_s") is None else "%.2f" % g["steal_s"],
+        g.get("error") or "") for g in doc["groups"]]
     out += ["", "## Every figure", "", "| benchmark | ns (median) | spread |", "|---|---:|---:|"]
     out += ["| %s | %.1f | %s |" % (n, fig.ns[n], report_table.pct(fig.spread(n)))
             for n in sorted(fig.ns)]
@@ -309,12 +324,15 @@ def main():
         missing.append(("benchmarks added later (group 'other')", list_err))
     for i, (name, flt) in enumerate(groups, 1):
         progress_start(i, total, name)
-        t0 = time.time()
+        t0, steal0 = time.time(), steal_seconds()
         got, ctx, err = run_group(bench, flt, args, timeout)
         benchmarks += got
         context = context or ctx
         secs = time.time() - t0
-        group_log.append({"name": name, "seconds": round(secs, 1), "error": err})
+        steal1 = steal_seconds()
+        group_log.append({"name": name, "seconds": round(secs, 1), "error": err,
+                          "steal_s": None if steal0 is None or steal1 is None
+                          else round(steal1 - steal0, 2)})
         if err:
             missing.append((name, err))
         progress(secs, "FAILED: " + err if err else "")

@@ -168,6 +168,8 @@ class OutputTest(unittest.TestCase):
         self.assertIn("| CPU | Test CPU", md)
         self.assertIn("- tokens: did not finish within 900 s", md)
         self.assertIn("chart throughput", md)  # named as missing, with its reason
+        self.assertIn("| g | 1.0 | - |  |", md)  # no steal figure recorded: a dash
+        self.assertIsInstance(report.steal_seconds(), float)  # Linux has /proc/stat
         if shutil.which("gnuplot"):
             for chart in ("runq", "roundtrip-cdf", "matrix", "peers", "wake-latency",
                           "idle-policy"):
