@@ -209,5 +209,31 @@ TEST(Fork, ChildMayCreateItsOwnRuntime) {
   EXPECT_EQ(r.err, "grandchild aborted\n");
 }
 
+// The parent's runtime took SIGUSR1 (Options::ps_signal) and SIGURG (the stall detector's
+// signal); a forked child has no monitor to serve them, so it gets back the dispositions from
+// before the runtime took them, and its ps signal is not swallowed.
+TEST(Fork, ChildGetsBackTheSignalDispositionsTheRuntimeTook) {
+  struct sigaction before_usr1, before_urg;
+  ASSERT_EQ(sigaction(SIGUSR1, nullptr, &before_usr1), 0);
+  ASSERT_EQ(sigaction(SIGURG, nullptr, &before_urg), 0);
+  auto rt = Runtime::create({.workers = 1, .ps_signal = SIGUSR1});
+  ASSERT_TRUE(rt.ok()) << rt.status();
+  struct sigaction now;
+  ASSERT_EQ(sigaction(SIGUSR1, nullptr, &now), 0);
+  ASSERT_NE(now.sa_handler, before_usr1.sa_handler) << "the runtime's handler is installed";
+  child_result r = run_in_child([&] {
+    struct sigaction usr1, urg;
+    sigaction(SIGUSR1, nullptr, &usr1);
+    sigaction(SIGURG, nullptr, &urg);
+    std::fputs(usr1.sa_handler == before_usr1.sa_handler && urg.sa_handler == before_urg.sa_handler
+                   ? "restored\n"
+                   : "still the runtime's\n",
+               stderr);
+  });
+  EXPECT_TRUE(r.exited_ok()) << r;
+  EXPECT_EQ(r.err, "restored\n");
+  ASSERT_TRUE((*rt)->shutdown().ok());
+}
+
 }  // namespace
 }  // namespace lwkt

@@ -55,7 +55,15 @@ ipiq::ring& ring_for_send(globaldata* me, globaldata* target) {
   void* mem = rs->topo->alloc_on_node(sizeof(ipiq::ring), target->gd_numa);
   if (mem) lsan_register_root(mem, sizeof(ipiq::ring));
   rs->ring_on_node[i] = mem != nullptr;
-  if (!mem) mem = ::operator new(sizeof(ipiq::ring), std::align_val_t{alignof(ipiq::ring)});
+  if (!mem) {
+    mem = ::operator new(sizeof(ipiq::ring), std::align_val_t{alignof(ipiq::ring)}, std::nothrow);
+  }
+  // A send cannot fail (it returns a sequence number, not a status): out of memory for the
+  // pair's first ring is fatal, and says so.
+  if (!mem) {
+    panic(me->gd_curthread, "out of memory allocating the IPI ring from worker %d to worker %d",
+          me->gd_cpuid, target->gd_cpuid);
+  }
   auto* r = new (mem) ipiq::ring;
   rs->rings_allocated.fetch_add(1, std::memory_order_relaxed);
   slot.store(r, std::memory_order_release);

@@ -40,6 +40,7 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -343,6 +344,7 @@ void run(monitor* m) {
         dump_ps(m);
       }
     }
+    if (m->stop.load(std::memory_order_acquire)) break;
     if (m->budget_ns > 0) sample(m, last);
     if (m->stop.load(std::memory_order_acquire)) break;
     struct timespec ts = {static_cast<time_t>(m->period_ns / 1000000000),
@@ -353,6 +355,22 @@ void run(monitor* m) {
 }
 
 }  // namespace
+
+void monitor_atfork_child() {
+  // Only the forking OS thread exists: no monitor runs here, and a lock another thread held
+  // at the fork would never be released. Async-signal-safe: stores and sigaction.
+  new (&g_sig_mu) std::mutex;
+  g_backtrace_lock.store(false, std::memory_order_relaxed);
+  for (int sig = 1; sig < kMaxSignal; ++sig) {
+    if (g_users[sig] == 0) continue;
+    // The parent's runtimes are inert here: give each signal back its disposition from
+    // before they took it, so that a ps signal is not swallowed without a monitor.
+    sigaction(sig, &g_prev[sig], nullptr);
+    g_users[sig] = g_ps_users[sig] = g_stall_users[sig] = 0;
+    g_ps_on[sig].store(false, std::memory_order_relaxed);
+    g_stall_on[sig].store(false, std::memory_order_relaxed);
+  }
+}
 
 absl::Status start_monitor(Runtime* rt, runtime_state* rs) {
   const Runtime::Options& o = rs->opts;
@@ -406,27 +424,33 @@ absl::Status start_monitor(Runtime* rt, runtime_state* rs) {
 
 void stop_monitor(runtime_state* rs) {
   monitor* m = rs->mon;
-  if (m == nullptr) return;
-  rs->mon = nullptr;
+  if (m == nullptr || m->stop.load(std::memory_order_relaxed)) return;
   m->stop.store(true, std::memory_order_release);
   ring_bell();
-  // A ps dump waits for every worker to answer its snapshot; a worker stuck for good (the
-  // case shutdown then reports and leaks) would hold it forever: leave such a monitor.
-  const absl::Time deadline = absl::Now() + absl::Seconds(2);
-  while (!m->done.load(std::memory_order_acquire) && absl::Now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+void join_monitor(runtime_state* rs, bool leaking) {
+  monitor* m = rs->mon;
+  if (m == nullptr) return;
+  stop_monitor(rs);
+  rs->mon = nullptr;
+  if (leaking && !m->done.load(std::memory_order_acquire)) {
+    // A worker never answers: a ps dump in progress waits for it forever. The runtime's
+    // memory stays allocated (leaked) for the workers, so the monitor may keep using it,
+    // and its signal handlers stay installed (it may still send a stall signal).
+    m->th.detach();
+    return;
   }
+  // Otherwise the monitor finishes: the workers still answer messages (a snapshot in
+  // progress completes), and it rechecks `stop` before each use of the runtime's state.
+  m->th.join();
+  // Only now: a signal it sent is then already delivered, to our handler.
   {
     std::lock_guard<std::mutex> l(g_sig_mu);
     if (m->stall_sig) release_signal(m->stall_sig, false);
     if (m->ps_sig) release_signal(m->ps_sig, true);
   }
-  if (m->done.load(std::memory_order_acquire)) {
-    m->th.join();
-    delete m;
-  } else {
-    m->th.detach();  // m is left to it (never freed)
-  }
+  delete m;
 }
 
 }  // namespace lwkt::internal

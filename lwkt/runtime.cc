@@ -54,8 +54,10 @@ std::atomic<runtime_state*> forked_runtimes{nullptr};
 
 void register_fork_handler() {
   static const int rc = pthread_atfork(nullptr, nullptr, [] {
-    // The child: only the forking OS thread exists. Async-signal-safe: one atomic add.
+    // The child: only the forking OS thread exists. Async-signal-safe: an atomic add, and
+    // the monitor's process-wide signal state reset (monitor.cc).
     fork_generation.fetch_add(1, std::memory_order_relaxed);
+    monitor_atfork_child();
   });
   (void)rc;
 }
@@ -606,8 +608,8 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 
-  // The monitor reads the workers' globaldata and may be in a snapshot: stop it while
-  // they are still there (it is no use once they stop).
+  // The monitor is no use once the workers stop; it is joined below, while they still
+  // answer messages (a ps dump in progress needs them) and their globaldata exists.
   internal::stop_monitor(rs);
 
   // Phase 2 (only when every worker stopped: a running thread could still send), with a
@@ -629,6 +631,7 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
         "them (leaked)",
         absl::FormatDuration(internal::kStopTimeout), absl::StrJoin(stuck, ", ")));
     std::fprintf(stderr, "%s\n", std::string(rs->shutdown_status.message()).c_str());
+    internal::join_monitor(rs, /*leaking=*/true);
     for (std::thread& t : rs->workers) t.detach();
     rs->shut_down = true;
     rs->leaked = true;
@@ -650,6 +653,7 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
                               std::memory_order_relaxed);
     return rs->shutdown_status;
   }
+  internal::join_monitor(rs, /*leaking=*/false);
   for (globaldata* gd : rs->gds) {
     gd->gd_exit.store(true, std::memory_order_seq_cst);
     gd->gd_parker.kick();

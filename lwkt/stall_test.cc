@@ -4,6 +4,7 @@
 // counted in stats().stalls; nothing else is reported; a signal not sent by the watchdog
 // reaches the handler installed before; dispositions are restored at shutdown.
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <time.h>
@@ -321,6 +322,51 @@ TEST(PsSignal, TheSignalPrintsTheListingWithoutStoppingTheProcessAndShutdownRest
   struct sigaction after;
   ASSERT_EQ(sigaction(SIGUSR1, nullptr, &after), 0);
   EXPECT_EQ(after.sa_handler, before.sa_handler) << "shutdown restores SIGUSR1's disposition";
+}
+
+// Shutdown while the monitor is blocked writing a ps dump to a stderr nobody reads yet: it
+// must wait for the monitor (which still uses the runtime's globaldata) rather than give up
+// on it after a while and free what the monitor reads next. Before the fix (detach after
+// 2 s) the monitor read freed globaldata once stderr drained: caught by ASan.
+TEST(PsSignal, ShutdownWaitsForAMonitorBlockedOnStderr) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  std::fflush(stderr);
+  const int saved = dup(2);
+  dup2(fds[1], 2);
+  // Fill the pipe, so that the dump's write blocks.
+  fcntl(fds[1], F_SETFL, fcntl(fds[1], F_GETFL) | O_NONBLOCK);
+  const std::string chunk(4096, 'x');
+  while (write(fds[1], chunk.data(), chunk.size()) > 0) {
+  }
+  fcntl(fds[1], F_SETFL, fcntl(fds[1], F_GETFL) & ~O_NONBLOCK);
+  auto rt = make({.ps_signal = SIGUSR2});
+  ASSERT_TRUE(rt);
+  ASSERT_EQ(kill(getpid(), SIGUSR2), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the dump is writing
+  std::atomic<bool> done{false};
+  std::thread shut([&] {
+    EXPECT_TRUE(rt->shutdown().ok());
+    rt.reset();  // frees the globaldata
+    done.store(true);
+  });
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  const bool returned_while_blocked = done.load();
+  // Drain until shutdown has returned.
+  char buf[65536];
+  fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK);
+  while (!done.load()) {
+    if (read(fds[0], buf, sizeof buf) <= 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  shut.join();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // a detached monitor would run now
+  while (read(fds[0], buf, sizeof buf) > 0) {
+  }
+  dup2(saved, 2);
+  close(saved);
+  close(fds[0]);
+  close(fds[1]);
+  EXPECT_FALSE(returned_while_blocked) << "shutdown returned while the monitor was still writing";
 }
 
 }  // namespace

@@ -31,6 +31,12 @@ void trace_record(globaldata* gd, trace_type type, const void* td, std::int32_t 
   std::size_t n = 0;
   if (name) {
     for (; n + 1 < sizeof e.name && name[n]; ++n) e.name[n] = name[n];
+    if (name[n] != 0) {
+      // Cut: not inside a UTF-8 sequence (the JSON must stay valid UTF-8). Back off its
+      // continuation bytes (10xxxxxx) and then its lead byte (11xxxxxx).
+      while (n > 0 && (static_cast<unsigned char>(e.name[n - 1]) & 0xC0) == 0x80) --n;
+      if (n > 0 && (static_cast<unsigned char>(e.name[n - 1]) & 0xC0) == 0xC0) --n;
+    }
   }
   e.name[n] = 0;
 }

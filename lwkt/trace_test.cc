@@ -223,6 +223,33 @@ TEST(Trace, TracePathIsWrittenAtShutdown) {
   EXPECT_NE(st.message().find("trace_path"), absl::string_view::npos) << st;
 }
 
+// A long wait message is cut to fit its event, never inside a UTF-8 sequence.
+TEST(Trace, LongNamesAreCutBetweenUtf8Characters) {
+  auto rt = Runtime::create({.workers = 1, .trace_events = 64});
+  ASSERT_TRUE(rt.ok());
+  static const char kWmesg[] = "\xc3\xb1\xc3\xb1\xc3\xb1\xc3\xb1\xc3\xb1\xc3\xb1\xc3\xb1\xc3\xb1"
+                               "\xc3\xb1\xc3\xb1\xc3\xb1\xc3\xb1\xc3\xb1\xc3\xb1\xc3\xb1\xc3\xb1"
+                               "\xc3\xb1\xc3\xb1";  // 18 x U+00F1, 36 bytes
+  auto td = (*rt)->spawn([] {
+    static int chan;
+    (void)tsleep(&chan, 0, kWmesg, absl::Microseconds(100));
+  });
+  ASSERT_TRUE(td.ok());
+  td->join();
+  const std::string path = temp("utf8.json");
+  ASSERT_TRUE((*rt)->write_trace(path).ok());
+  bool found = false;
+  for (const ev& e : parse(read(path))) {
+    if (e.name != "tsleep") continue;
+    found = true;
+    const std::string w = field(e.line, "wmesg").value_or("");
+    EXPECT_EQ(w.size(), 30u) << "15 whole characters fit in the 31 bytes";
+    EXPECT_EQ(w, std::string(kWmesg, 30));
+  }
+  EXPECT_TRUE(found);
+  ASSERT_TRUE((*rt)->shutdown().ok());
+}
+
 TEST(Trace, OffByDefaultAndBadInputIsAnError) {
   auto rt = Runtime::create({.workers = 1});
   ASSERT_TRUE(rt.ok());
