@@ -14,10 +14,13 @@
 // on that worker (on its signal stack) and takes the request with exchange(0, acquire): a
 // non-zero value means the watchdog asked. If gd_progress still equals it, the thread the
 // signal interrupted is the stalled one (the worker's current thread cannot change while a
-// handler runs on that worker), so its name and stack are printed with async-signal-safe
-// calls only: backtrace() (its lazy loading of libgcc_s is done at start, outside the
-// handler), absl::Symbolize, write(2). A signal that finds no request was not sent by a
-// watchdog: it goes to the disposition installed before ours.
+// handler runs on that worker), so its name and stack are recorded in the worker's
+// globaldata with async-signal-safe calls only (backtrace(), whose lazy loading of libgcc_s
+// is done at start; plain stores) and published with gd_stall_ready (release). The monitor
+// symbolises (absl::Symbolize) and prints them at its next sample, outside signal context:
+// the worker is held only for the backtrace() itself, not for reading symbol tables. A
+// signal that finds no request was not sent by a watchdog: it goes to the disposition
+// installed before ours.
 //
 // ps on a signal. The handler bumps g_ps_requests[sig], then g_monitor_bell (release), and
 // futex-wakes the bell's waiters. Every monitor waits on the bell (futex, the sample period
@@ -39,6 +42,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 #include <mutex>
 #include <new>
 #include <string>
@@ -53,7 +57,6 @@
 #include "lwkt/internal/clock.h"
 #include "lwkt/internal/globaldata.h"
 #include "lwkt/internal/runtime_state.h"
-#include "lwkt/internal/sigsafe.h"
 #include "lwkt/runtime.h"
 
 namespace lwkt::internal {
@@ -96,68 +99,56 @@ bool symbolize(const void* pc, char* out, int size) {
   return absl::Symbolize(const_cast<void*>(pc), out, size);
 }
 
-// Serialises the backtraces of workers stalled at once: their lines do not interleave, and
-// absl::Symbolize's caches see one caller at a time. Taken only by this handler, which the
-// signal mask keeps from nesting on one OS thread (no SA_NODEFER): a holder never waits for
-// itself.
-std::atomic<bool> g_backtrace_lock{false};
-
-void print_stall_backtrace_locked(globaldata* gd, std::uint64_t req, const void* interrupted_pc);
-
-// On the stalled worker, in signal context.
-void print_stall_backtrace(globaldata* gd, std::uint64_t req, const void* interrupted_pc) {
-  while (g_backtrace_lock.exchange(true, std::memory_order_acquire)) cpu_pause();
-  print_stall_backtrace_locked(gd, req, interrupted_pc);
-  g_backtrace_lock.store(false, std::memory_order_release);
+// On the stalled worker, in signal context: records the stalled thread's name and stack
+// for the monitor (async-signal-safe: backtrace() after its first call, plain stores).
+void capture_stall(globaldata* gd, std::uint64_t req, const void* interrupted_pc) {
+  gd->gd_stall_ended = gd->gd_progress.load(std::memory_order_relaxed) != req;
+  gd->gd_stall_npcs = 0;
+  if (!gd->gd_stall_ended) {
+    std::memcpy(gd->gd_stall_name, gd->gd_curthread->td_comm, sizeof gd->gd_stall_name);
+    void* pcs[64];
+    const int n = backtrace(pcs, 64);
+    // Frames before the interrupted pc (from the signal's context) are this handler's own
+    // and the kernel's trampoline: skip them (all are kept if it is not found).
+    int first = 0;
+    for (int i = 0; i < n; ++i) {
+      if (pcs[i] == interrupted_pc) {
+        first = i;
+        break;
+      }
+    }
+    int k = 0;
+    for (int i = first; i < n && k < static_cast<int>(std::size(gd->gd_stall_pcs)); ++i) {
+      gd->gd_stall_pcs[k++] = pcs[i];
+    }
+    gd->gd_stall_npcs = k;
+  }
+  gd->gd_stall_ready.store(1, std::memory_order_release);
 }
 
-void print_stall_backtrace_locked(globaldata* gd, std::uint64_t req, const void* interrupted_pc) {
-  const auto worker = static_cast<std::uint64_t>(gd->gd_cpuid);
-  if (gd->gd_progress.load(std::memory_order_relaxed) != req) {
-    sigsafe_line()
-        .str("lwkt: stall on worker ")
-        .num(worker)
-        .str(" ended before its backtrace was taken\n")
-        .write_to(2);
-    return;
-  }
-  sigsafe_line()
-      .str("lwkt: stall on worker ")
-      .num(worker)
-      .str(": thread '")
-      .str(gd->gd_curthread->td_comm)
-      .str("' has run for at least ")
-      .num(gd->gd_stall_ms.load(std::memory_order_relaxed))
-      .str(" ms without reaching a switch point; its stack:\n")
-      .write_to(2);
-  void* pcs[64];
-  const int n = backtrace(pcs, 64);
-  // Frames before the interrupted pc (from the signal's context) are this handler's own
-  // and the kernel's trampoline: skip them (all are printed if it is not found).
-  char name[256];
-  int first = 0;
-  for (int i = 0; i < n; ++i) {
-    if (pcs[i] == interrupted_pc) {
-      first = i;
-      break;
+// On the monitor thread: prints what capture_stall recorded, symbolised.
+void print_stall_capture(globaldata* gd) {
+  std::string out;
+  if (gd->gd_stall_ended) {
+    out = absl::StrFormat("lwkt: stall on worker %d ended before its backtrace was taken\n",
+                          gd->gd_cpuid);
+  } else {
+    out = absl::StrFormat(
+        "lwkt: stall on worker %d: thread '%s' has run for at least %d ms without reaching a "
+        "switch point; its stack:\n",
+        gd->gd_cpuid, gd->gd_stall_name, gd->gd_stall_ms.load(std::memory_order_relaxed));
+    char name[256];
+    for (int i = 0; i < gd->gd_stall_npcs; ++i) {
+      // Past the first (the interrupted pc itself) each pc is a return address: look up the
+      // call instruction, which ends just before it.
+      const char* pc = static_cast<const char*>(gd->gd_stall_pcs[i]);
+      const bool ok = symbolize(i == 0 ? pc : pc - 1, name, sizeof name);
+      absl::StrAppendFormat(&out, "lwkt:   #%d %p %s\n", i, pc, ok ? name : "??");
     }
+    absl::StrAppendFormat(&out, "lwkt: end of the stall backtrace of worker %d\n", gd->gd_cpuid);
   }
-  for (int i = first; i < n; ++i) {
-    // Past the first (the interrupted pc itself) each pc is a return address: look up the
-    // call instruction, which ends just before it.
-    const char* pc = static_cast<const char*>(pcs[i]);
-    const bool ok = symbolize(i == first ? pc : pc - 1, name, sizeof name);
-    sigsafe_line()
-        .str("lwkt:   #")
-        .num(static_cast<std::uint64_t>(i - first))
-        .str(" ")
-        .hex(reinterpret_cast<std::uintptr_t>(pc))
-        .str(" ")
-        .str(ok ? name : "??")
-        .str("\n")
-        .write_to(2);
-  }
-  sigsafe_line().str("lwkt: end of the stall backtrace of worker ").num(worker).str("\n").write_to(2);
+  std::fwrite(out.data(), 1, out.size(), stderr);
+  std::fflush(stderr);
 }
 
 // A signal that is not a watchdog's request: what would have happened without us.
@@ -194,7 +185,7 @@ void on_monitor_signal(int sig, siginfo_t* si, void* uc) {
   if (g_stall_on[sig].load(std::memory_order_relaxed)) {
     if (globaldata* gd = mycpu()) {
       if (const std::uint64_t req = gd->gd_stall_request.exchange(0, std::memory_order_acquire)) {
-        print_stall_backtrace(gd, req, interrupted_pc(uc));
+        capture_stall(gd, req, interrupted_pc(uc));
         ours = true;
       }
     }
@@ -312,11 +303,23 @@ void sample(monitor* m, std::vector<sample_state>& last) {
                      : "no backtrace (Options::stall_signal is 0)");
     std::fwrite(line.data(), 1, line.size(), stderr);
     std::fflush(stderr);
-    if (m->stall_sig != 0) {
+    // One request at a time per worker: a capture not yet printed, or a request the
+    // handler has not taken yet (ThreadSanitizer defers handlers), is left to finish.
+    if (m->stall_sig != 0 && gd->gd_stall_ready.load(std::memory_order_acquire) == 0 &&
+        gd->gd_stall_request.load(std::memory_order_relaxed) == 0) {
       gd->gd_stall_ms.store(static_cast<std::uint64_t>(ms), std::memory_order_relaxed);
       gd->gd_stall_request.store(p, std::memory_order_release);
       pthread_kill(os_thread, m->stall_sig);
     }
+  }
+}
+
+// Prints the backtraces the workers' handlers have captured since the last call.
+void print_captures(monitor* m) {
+  for (globaldata* gd : m->rs->gds) {
+    if (gd->gd_stall_ready.load(std::memory_order_acquire) == 0) continue;
+    print_stall_capture(gd);
+    gd->gd_stall_ready.store(0, std::memory_order_release);
   }
 }
 
@@ -345,12 +348,16 @@ void run(monitor* m) {
       }
     }
     if (m->stop.load(std::memory_order_acquire)) break;
-    if (m->budget_ns > 0) sample(m, last);
+    if (m->budget_ns > 0) {
+      print_captures(m);
+      sample(m, last);
+    }
     if (m->stop.load(std::memory_order_acquire)) break;
     struct timespec ts = {static_cast<time_t>(m->period_ns / 1000000000),
                           static_cast<long>(m->period_ns % 1000000000)};
     ipiq::internal::futex_wait(&g_monitor_bell, bell, m->budget_ns > 0 ? &ts : nullptr);
   }
+  if (m->budget_ns > 0) print_captures(m);  // what the handlers captured last
   m->done.store(true, std::memory_order_release);
 }
 
@@ -360,7 +367,6 @@ void monitor_atfork_child() {
   // Only the forking OS thread exists: no monitor runs here, and a lock another thread held
   // at the fork would never be released. Async-signal-safe: stores and sigaction.
   new (&g_sig_mu) std::mutex;
-  g_backtrace_lock.store(false, std::memory_order_relaxed);
   for (int sig = 1; sig < kMaxSignal; ++sig) {
     if (g_users[sig] == 0) continue;
     // The parent's runtimes are inert here: give each signal back its disposition from

@@ -161,8 +161,8 @@ class Runtime {
     // (polling or parked) never stalls. Zero: off (no watchdog thread).
     absl::Duration stall_budget = absl::Milliseconds(10);
     // The signal that asks a stalled worker for its backtrace (the handler, async-signal-
-    // safe, prints it and returns; a signal not sent by the watchdog goes to the handler
-    // installed before). SIGURG by default, as Go's preemption uses: ignored by default,
+    // safe, records it and returns, and the watchdog prints it; a signal not sent by the
+    // watchdog goes to the handler installed before). SIGURG by default, as Go's preemption uses: ignored by default,
     // and gdb neither stops nor prints on it. It interrupts a system call the stalled
     // thread is blocked in, as any signal does: restartable calls restart (SA_RESTART),
     // sleeps such as usleep return early with EINTR. 0: report without a backtrace, and

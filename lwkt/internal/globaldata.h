@@ -158,6 +158,15 @@ struct globaldata {
   // stray signal finds 0 and is passed on.
   alignas(kCacheLineGap) std::atomic<std::uint64_t> gd_stall_request{0};
   std::atomic<std::uint64_t> gd_stall_ms{0};  // how long it had stalled, for the message
+  // What the handler captured for the monitor to print (the handler only records: the
+  // symbolising and writing happen on the monitor thread, so the worker is held for a
+  // backtrace() only). Written by the handler before `gd_stall_ready` (release); read by
+  // the monitor after it (acquire), which then clears it.
+  std::atomic<std::uint32_t> gd_stall_ready{0};
+  bool gd_stall_ended = false;           // the stall was over when the signal arrived
+  int gd_stall_npcs = 0;
+  void* gd_stall_pcs[48] = {};
+  char gd_stall_name[kMaxThreadName + 1] = {};
   // Set (once) by a sender of a passive IPI: this worker then parks at most kPassiveTick.
   std::atomic<bool> gd_passive_inbound{false};
 };
