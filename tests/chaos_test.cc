@@ -1865,9 +1865,15 @@ void op_rr(Ctx* c, const P& p) {
     // yield: round robin among equal-priority threads once the slice is used.
     // Slices are at most 1 ms: 0.5 s and thousands of yields (time others took from us
     // does not count) are hundreds of rotations.
+    // The peer is owed a turn only while it is queued: an operator's deschedule()+schedule()
+    // pair (op_sched) may take it off the queue, and an operator on this worker with a
+    // lower priority than ours cannot issue its schedule() while we yield (it never gets the
+    // CPU: we are better). So a peer some operator descheduled is waited for only up to the
+    // bound, then left to join_child, which blocks us and lets the operator finish.
     const auto t0 = Clock::now();
     for (long n = 0; !q->started.load() && !r->abort.load(); ++n) {
       if (secs_since(t0) > 0.5 && n > 5000) {
+        if (q->desched_ever.load()) break;
         failf(c, "round robin: yielded %ld times in %.1f s at pri %d upri %d (rr_slice %s) and "
               "the queued peer %s (pri %d upri %d) never ran",
               n, secs_since(t0), c->pri, c->upri, absl::FormatDuration(r->opts.rr_slice),
