@@ -126,8 +126,13 @@ void capture_stall(globaldata* gd, std::uint64_t req, const void* interrupted_pc
   gd->gd_stall_ready.store(1, std::memory_order_release);
 }
 
+// absl::Symbolize keeps process-wide caches and buffers: one caller at a time, whichever
+// runtime's monitor it is (several runtimes, or a leaked one's monitor still running).
+std::mutex g_symbolize_mu;
+
 // On the monitor thread: prints what capture_stall recorded, symbolised.
 void print_stall_capture(globaldata* gd) {
+  std::lock_guard<std::mutex> symbolizing(g_symbolize_mu);
   std::string out;
   if (gd->gd_stall_ended) {
     out = absl::StrFormat("lwkt: stall on worker %d ended before its backtrace was taken\n",
@@ -367,6 +372,7 @@ void monitor_atfork_child() {
   // Only the forking OS thread exists: no monitor runs here, and a lock another thread held
   // at the fork would never be released. Async-signal-safe: stores and sigaction.
   new (&g_sig_mu) std::mutex;
+  new (&g_symbolize_mu) std::mutex;
   for (int sig = 1; sig < kMaxSignal; ++sig) {
     if (g_users[sig] == 0) continue;
     // The parent's runtimes are inert here: give each signal back its disposition from
