@@ -445,14 +445,21 @@ void join_monitor(runtime_state* rs, bool leaking) {
   monitor* m = rs->mon;
   if (m == nullptr) return;
   stop_monitor(rs);
-  rs->mon = nullptr;
-  if (leaking && !m->done.load(std::memory_order_acquire)) {
-    // A worker never answers: a ps dump in progress waits for it forever. The runtime's
-    // memory stays allocated (leaked) for the workers, so the monitor may keep using it,
-    // and its signal handlers stay installed (it may still send a stall signal).
-    m->th.detach();
-    return;
+  if (leaking) {
+    // A worker never answers: a ps dump in progress may wait for it forever. Give the
+    // monitor a moment to notice `stop`; if it does not finish, it is left running: the
+    // runtime's memory stays allocated (leaked) for the workers, rs->mon keeps the monitor
+    // reachable from it, and its signal handlers stay installed (it may still signal).
+    const absl::Time deadline = absl::Now() + absl::Milliseconds(200);
+    while (!m->done.load(std::memory_order_acquire) && absl::Now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (!m->done.load(std::memory_order_acquire)) {
+      m->th.detach();
+      return;
+    }
   }
+  rs->mon = nullptr;
   // Otherwise the monitor finishes: the workers still answer messages (a snapshot in
   // progress completes), and it rechecks `stop` before each use of the runtime's state.
   m->th.join();
