@@ -101,6 +101,19 @@ class parker {
     _state.store(kRunning, std::memory_order_relaxed);
   }
 
+  // Consumer: the same as park(), but the caller sleeps by its own means in `sleep` (for
+  // example an io_uring wait that also has a read of event_fd() armed): `sleep` must return
+  // once event_fd() has been written. Runs on: the consumer only, eventfd mechanism.
+  template <class Sleep>
+  void park_with(Sleep&& sleep) {
+    sleep();
+    ++_parks;
+    _state.store(kRunning, std::memory_order_relaxed);  // as in park()
+  }
+
+  // The eventfd a kick writes (eventfd mechanism), -1 otherwise.
+  int event_fd() const { return _mech == kick_mechanism::eventfd ? _efd : -1; }
+
   // Producer: call after publishing work. Wakes the consumer if it announced parking.
   // Returns true if this call performed the wake (a system call).
   // Runs on: any OS thread.

@@ -87,6 +87,10 @@ void giveaway(thread* td) {
               "giveaway of a thread that is running, exiting, migrating or parked under a "
               "preemption chain (flags=0x%x)",
               td->td_flags);
+  LWKT_ASSERT(td->td_io_inflight == 0, td,
+              "giveaway of a thread with %u I/O operation(s) in flight (io/io.h: a thread "
+              "waiting for I/O stays on its worker until the operation completes)",
+              td->td_io_inflight);
   ++gd->gd_curthread->td_critcount;
   // Queued (a schedule that arrived, perhaps a stray one): it travels runnable. The run
   // queue is per worker, so it leaves ours now and acquire() queues it on the new owner.

@@ -20,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "lwkt/internal/clock.h"
 #include "lwkt/internal/monitor.h"
+#include "lwkt/internal/io_hook.h"
 #include "lwkt/internal/runtime_state.h"
 #include "lwkt/internal/sanitizers.h"
 #include "lwkt/internal/sched_internal.h"
@@ -263,6 +264,36 @@ Runtime::Runtime(std::unique_ptr<runtime_state> s) : _s(std::move(s)) {
   internal::runtimes().push_back(_s.get());
 }
 
+namespace internal {
+// Runtime::Options::io: asks the installed I/O provider (io_hook.h) what this runtime uses.
+absl::Status configure_io(runtime_state* s) {
+  const io_provider* p = installed_io_provider();
+  switch (s->opts.io) {
+    case io_backend::off:
+      s->io_description = "off (Runtime::Options.io = off)";
+      return absl::OkStatus();
+    case io_backend::io_uring:
+      if (p == nullptr) {
+        return absl::FailedPreconditionError(
+            "Runtime::Options.io = io_uring, but //io is not linked into this program "
+            "(depend on @lwkt//io)");
+      }
+      break;
+    case io_backend::automatic:
+      if (p == nullptr) {
+        s->io_description = "off (//io is not linked into this program)";
+        return absl::OkStatus();
+      }
+      break;
+  }
+  absl::StatusOr<io_config> c = p->configure(s->opts);
+  if (!c.ok()) return c.status();
+  s->io = c->active ? p : nullptr;
+  s->io_description = std::move(c->description);
+  return absl::OkStatus();
+}
+}  // namespace internal
+
 absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
   if (absl::Status st = internal::validate_options(opts); !st.ok()) return st;
   auto s = std::make_unique<runtime_state>();
@@ -293,6 +324,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
       s->topo->workers_for(opts.workers, static_cast<int>(cpus.size()), cpus_from_options);
   const int n = wc.workers;
   s->workers_reason = std::move(wc.reason);
+  if (absl::Status st = internal::configure_io(s.get()); !st.ok()) return st;
   internal::register_fork_handler();
   s->fork_generation = internal::fork_generation.load(std::memory_order_relaxed);
   if (n > kMaxWorkers) {
@@ -343,7 +375,10 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
             "allocated", opts.trace_events, opts.trace_events * sizeof(internal::trace_event), i));
       }
     }
-    if (!gd->gd_parker.set_mechanism(opts.kick) && setup_error.ok()) {
+    // With I/O active the idle loop waits in the worker's ring, which a kick reaches
+    // through the parker's eventfd (io_hook.h).
+    const ipiq::kick_mechanism kick = s->io ? ipiq::kick_mechanism::eventfd : opts.kick;
+    if (!gd->gd_parker.set_mechanism(kick) && setup_error.ok()) {
       setup_error = absl::ResourceExhaustedError(absl::StrCat(
           "Runtime::Options.kick: eventfd for worker ", i, " failed: ", std::strerror(errno)));
     }
@@ -400,6 +435,10 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
           internal::idle_loop(gd);
         } else {
           gd->gd_stopped.store(true, std::memory_order_seq_cst);  // never ran: nothing to stop
+        }
+        // Before any stack is freed: operations of abandoned threads name their memory.
+        if (rs->io && gd->gd_io.state.load(std::memory_order_relaxed)) {
+          rs->io->worker_exit(&gd->gd_io);
         }
         internal::release_signal_stack(gd->gd_sigaltstack);
         internal::t_mycpu = nullptr;
@@ -740,6 +779,7 @@ std::string Runtime::placement_report() const {
     absl::StrAppendFormat(&out, "worker %d: PU %d (core %d, NUMA node %d), %s\n", w.worker,
                           w.pu, w.core, w.numa_node, w.pinned ? "pinned" : "not pinned");
   }
+  absl::StrAppend(&out, "io: ", _s->io_description, "\n");
   return out;
 }
 

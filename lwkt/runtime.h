@@ -54,6 +54,22 @@ namespace internal {
 struct runtime_state;
 }
 
+// The I/O backend of a runtime's workers (Runtime::Options::io). The I/O calls themselves
+// are in //io (io/io.h); a program that does not link //io has no I/O and `automatic`
+// means off.
+enum class io_backend {
+  // io_uring when //io is linked and the kernel allows it; otherwise no I/O (create()
+  // succeeds and io calls fail with ENOSYS). The choice and its reason are printed once
+  // to stderr and are placement_report()'s `io:` line.
+  automatic,
+  // io_uring or nothing: create() fails with a Status naming the cause (the
+  // kernel.io_uring_disabled sysctl, a seccomp or container policy, a kernel without
+  // io_uring, RLIMIT_MEMLOCK, or //io not linked).
+  io_uring,
+  // No I/O layer: io calls fail with ENOSYS; workers park as `kick` says.
+  off,
+};
+
 struct worker_info {
   int worker;           // worker index (gd_cpuid)
   int pu;               // OS index of the processing unit (as in /proc/cpuinfo)
@@ -137,8 +153,12 @@ class Runtime {
     // cost less to spin through than to park and wake for, are always spun. See
     // lwkt/internal/idle_policy.h and the report's idle-policy table for what it buys.
     double idle_cpu_budget = 0;
-    // How a parked worker sleeps and is woken: a futex on its park word (default, measured
-    // fastest here: see docs/ipiq.md) or an eventfd.
+    // I/O backend (see io_backend). With I/O active, a parked worker sleeps in its
+    // io_uring (completions, timeouts and kicks in one wait) and is kicked through an
+    // eventfd armed in the ring, whatever `kick` says.
+    io_backend io = io_backend::automatic;
+    // How a parked worker sleeps and is woken when I/O is off: a futex on its park word
+    // (default, measured fastest here: see docs/ipiq.md) or an eventfd.
     ipiq::kick_mechanism kick = ipiq::kick_mechanism::futex;
     // A thread that cannot get its tokens for this long prints one warning naming the token
     // and the thread (per contention episode). Zero: never warn.

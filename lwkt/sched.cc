@@ -454,6 +454,8 @@ void lwkt_switch() {
   // take them in first.
   const std::uint32_t rq = gd->gd_reqflags.load(std::memory_order_relaxed);
   if (rq & RQF_IPIQ) internal::drain_all(gd);
+  // Submit prepared I/O (batched while other threads are runnable), reap completions.
+  if (gd->gd_io.busy) internal::io_flush(gd, gd->gd_tdrunq.empty());
   if (!gd->gd_timers.empty()) internal::run_timers(gd);
   if (gd->gd_switch_stamp >= gd->gd_next_loadav) internal::loadav_tick(gd, gd->gd_switch_stamp);
   gd->gd_ast &= ~RQF_AST_LWKT_RESCHED;
@@ -497,6 +499,11 @@ void yield() {
   thread* td = gd->gd_curthread;
   internal::note_switch_point(gd);
   splz_if_pending(gd);
+  if (gd->gd_io.busy) {  // a busy thread's yields keep its worker's I/O moving
+    ++td->td_critcount;
+    internal::io_flush(gd, false);
+    crit_exit();
+  }
   internal::scheduler_clock(gd, td);
   if (gd->gd_ast & RQF_AST_LWKT_RESCHED) {
     ++td->td_critcount;

@@ -95,7 +95,8 @@ void kern_yield(int pri);
 void setcpu_self(int cpu);
 void migratecpu(int cpu);
 // Pull migration: the owner gives away a thread that is not running (nor exiting,
-// migrating, or parked under a preemption chain: aborts otherwise); the destination worker
+// migrating, parked under a preemption chain, or waiting for an I/O operation of io/io.h:
+// aborts otherwise, naming the thread); the destination worker
 // then acquires it (and schedules it as it likes). A thread on the run queue is taken off it
 // and stays runnable: acquire() queues it. (A thread its caller knows to be blocked may
 // still be queued: schedules from other workers are asynchronous, and a blocked thread may

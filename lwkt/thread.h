@@ -171,6 +171,9 @@ struct thread {
   int td_cscount = 0;                    // > 0 while mastering a cpusync
   thread* td_preempted = nullptr;        // on a preemptor: the thread it preempted
   eh_state td_eh;                        // C++ exception state while switched out
+  // I/O operations (//io) this thread has in flight: its stack holds their records and
+  // the kernel may write its buffers, so it cannot be given away meanwhile.
+  std::uint32_t td_io_inflight = 0;
 
   // --- Written by foreign OS threads too.
   std::atomic<std::uint32_t> td_mpflags{0};  // TDF_MP_*; atomic RMW only

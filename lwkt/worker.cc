@@ -8,6 +8,8 @@
 #include <cstring>
 
 #include "lwkt/internal/clock.h"
+#include "lwkt/internal/io_hook.h"
+#include "lwkt/internal/runtime_state.h"
 #include "lwkt/internal/sanitizers.h"
 #include "lwkt/internal/sched_internal.h"
 #include "lwkt/internal/ipi_internal.h"
@@ -46,8 +48,11 @@ void idle_loop(globaldata* gd) {
     const std::uint64_t timer = next_timer(gd);
     const std::uint64_t window = gd->gd_idle_adaptive ? gd->gd_idle.window() : gd->gd_idle_spin_ticks;
     std::uint64_t now = start;
+    const io_provider* io =
+        gd->gd_io.state.load(std::memory_order_relaxed) ? gd->gd_runtime->io : nullptr;
     for (; now - start < window; now = cheap_clock()) {
       if (!gd->gd_inbox.empty() || ipiq_pending(gd) || (timer && now >= timer) ||
+          (io && io->ready(&gd->gd_io)) ||
           gd->gd_stop.load(std::memory_order_relaxed) != stopped ||
           gd->gd_exit.load(std::memory_order_relaxed)) {
         work = true;
@@ -85,7 +90,11 @@ void idle_loop(globaldata* gd) {
         ts.tv_sec += 1;
         ts.tv_nsec -= 1000000000;
       }
-      gd->gd_parker.park(&ts);
+      if (io) {
+        gd->gd_parker.park_with([&] { io->wait(&gd->gd_io, gd->gd_parker.event_fd(), &ts); });
+      } else {
+        gd->gd_parker.park(&ts);
+      }
     }
     gd->gd_stats.parks.add();
     if (gd->gd_idle_adaptive) {

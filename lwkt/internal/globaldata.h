@@ -43,6 +43,17 @@ inline constexpr std::uint32_t RQF_IDLECHECK_MASK = RQF_IPIQ | RQF_STOP;
 inline constexpr std::uint32_t RQF_AST_LWKT_RESCHED = 0x020;  // switch at the next yield point
 inline constexpr std::uint32_t RQF_AST_PREEMPT = 0x040;  // a refused preemption: retry at crit_exit
 
+namespace internal {
+// A worker's I/O slot (internal/io_hook.h; owner block, touched by that worker only).
+struct worker_io {
+  // The I/O provider's per-worker state, created by the owner on first use (release) and
+  // freed when it stops; read by others (acquire) only to add up statistics.
+  std::atomic<void*> state{nullptr};
+  // Non-zero while operations are prepared or in flight: switch points call its flush.
+  std::uint32_t busy = 0;
+};
+}  // namespace internal
+
 // A statistic written by the owner only and read by anyone: no RMW needed.
 struct owner_counter {
   std::atomic<std::uint64_t> v{0};
@@ -118,6 +129,8 @@ struct globaldata {
   // it (relaxed: it only compares values over time, it orders nothing) and reports a worker
   // whose value stays the same, bit 0 clear, for longer than Options::stall_budget.
   std::atomic<std::uint64_t> gd_progress{1};
+  // I/O (internal/io_hook.h): gd_io.state is null until this worker's first operation.
+  internal::worker_io gd_io;
   // Event recorder (Options::trace_events; internal/trace.h): null when tracing is off.
   internal::trace_ring* gd_trace = nullptr;
   // Accounting: when the current thread was switched in, and the load-average tick.

@@ -49,6 +49,10 @@ struct runtime_state {
   monitor* mon = nullptr;              // stall detector / ps dump (monitor.cc); owned
   std::atomic<std::uint64_t> stalls{0};  // stalls the monitor reported
 
+  // I/O (internal/io_hook.h): the provider when I/O is active for this runtime, and its
+  // description for placement_report ("off (...)" otherwise).
+  const struct io_provider* io = nullptr;
+  std::string io_description;
   std::string workers_reason;          // why gds.size() workers (topology::workers_for)
   std::uint32_t fork_generation = 0;   // internal::fork_generation when created
   runtime_state* forked_next = nullptr;  // forked_runtimes list, in a forked child only

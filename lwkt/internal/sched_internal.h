@@ -48,6 +48,9 @@ void run_timers(globaldata* gd);                 // fires expired sleep timeouts
 std::uint64_t next_timer(const globaldata* gd);  // earliest deadline (cheap clock), 0: none
 void sleep_exit_cleanup(globaldata* gd, thread* td);  // off the sleep queue and timer heap
 bool wake_sleeper(globaldata* gd, thread* td);
+// Switch points with gd->gd_io.busy set: the I/O provider's flush (io_hook.h); `idle`: the
+// worker has nothing else to run. Owner only, inside a critical section.
+void io_flush(globaldata* gd, bool idle);
 void ipi_wakeup(void* ident, std::intptr_t flags, void* aux, void* ctx);
 inline constexpr int PWAKEUP_ONE = 0x8000;  // wake at most one sleeper per worker
 // wakeup / wakeup_one from an OS thread that is not a worker of rs: a message to every

@@ -1,0 +1,387 @@
+// The io_uring backend: ring setup and feature probing, the scheduler hooks (flush at
+// switch points, the idle wait, worker exit) and completion reaping.
+#include "io/internal/uring.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include <sys/resource.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "io/testing.h"
+#include "lwkt/internal/assert.h"
+#include "lwkt/internal/clock.h"
+#include "lwkt/sched.h"
+
+namespace lwkt::io {
+namespace internal {
+namespace {
+
+using lwkt::internal::worker_io;
+
+constexpr unsigned kSqEntries = 256;
+constexpr unsigned kCqEntries = 4096;
+// Submission batching: prepared SQEs wait for the worker's next switch point that finds
+// nothing else runnable, but no longer than this many of them or this long.
+constexpr std::uint32_t kBatchMax = 32;
+constexpr std::int64_t kBatchDelayNs = 20'000;
+std::atomic<std::int64_t> g_batch_delay_ns{kBatchDelayNs};  // testing::set_batch_delay
+
+std::atomic<int> g_injected_setup_error{0};
+std::atomic<unsigned> g_sq_entries{0};  // testing::set_ring_entries; 0: kSqEntries
+std::atomic<unsigned> g_cq_entries{0};
+
+// Setup flag sets, best first; each falls back to the next on EINVAL (an older kernel).
+constexpr unsigned kFlagSets[] = {
+    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
+        IORING_SETUP_SUBMIT_ALL,
+    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
+        IORING_SETUP_SUBMIT_ALL,
+    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+    0,
+};
+
+std::string flag_names(unsigned f) {
+  std::vector<std::string> v;
+  if (f & IORING_SETUP_SINGLE_ISSUER) v.push_back("SINGLE_ISSUER");
+  if (f & IORING_SETUP_DEFER_TASKRUN) v.push_back("DEFER_TASKRUN");
+  if (f & IORING_SETUP_COOP_TASKRUN) v.push_back("COOP_TASKRUN");
+  if (f & IORING_SETUP_TASKRUN_FLAG) v.push_back("TASKRUN_FLAG");
+  if (f & IORING_SETUP_SUBMIT_ALL) v.push_back("SUBMIT_ALL");
+  return v.empty() ? "no setup flags" : absl::StrJoin(v, "|");
+}
+
+std::string feature_names(unsigned f) {
+  std::vector<std::string> v;
+  if (f & IORING_FEAT_NODROP) v.push_back("NODROP");
+  if (f & IORING_FEAT_EXT_ARG) v.push_back("EXT_ARG");
+  if (f & IORING_FEAT_CQE_SKIP) v.push_back("CQE_SKIP");
+  if (f & IORING_FEAT_FAST_POLL) v.push_back("FAST_POLL");
+  return absl::StrJoin(v, ",");
+}
+
+// Creates `ring` with the best flag set the kernel accepts. 0 or a negative errno.
+int setup_ring(io_uring* ring, unsigned entries, unsigned cq_entries, io_uring_params* out) {
+  if (int e = g_injected_setup_error.load(std::memory_order_relaxed); e != 0) return -e;
+  int r = -EINVAL;
+  for (unsigned flags : kFlagSets) {
+    io_uring_params p{};
+    p.flags = flags | IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
+    p.cq_entries = cq_entries;
+    r = io_uring_queue_init_params(entries, ring, &p);
+    if (r == 0) {
+      *out = p;
+      return 0;
+    }
+    if (r != -EINVAL) return r;
+  }
+  return r;
+}
+
+std::string read_first_line(const char* path) {
+  std::ifstream f(path);
+  std::string s;
+  std::getline(f, s);
+  return s;
+}
+
+// Why io_uring_setup failed, named exactly (the issue's causes: sysctl, policy, kernel,
+// memlock).
+std::string setup_failure_cause(int err) {
+  const std::string errname = strerrorname_np(err) ? strerrorname_np(err) : absl::StrCat(err);
+  switch (err) {
+    case EPERM: {
+      const std::string v = read_first_line("/proc/sys/kernel/io_uring_disabled");
+      if (v == "2") {
+        return "io_uring_setup: EPERM: the kernel.io_uring_disabled sysctl is 2 (io_uring is "
+               "off for every process)";
+      }
+      if (v == "1") {
+        return "io_uring_setup: EPERM: the kernel.io_uring_disabled sysctl is 1 and this "
+               "process is not in kernel.io_uring_group";
+      }
+      return "io_uring_setup: EPERM: a seccomp filter or container policy forbids io_uring "
+             "(kernel.io_uring_disabled is " + (v.empty() ? std::string("absent") : v) + ")";
+    }
+    case ENOSYS:
+      return "io_uring_setup: ENOSYS: this kernel has no io_uring (or a seccomp filter "
+             "answers ENOSYS for it)";
+    case ENOMEM: {
+      rlimit rl{};
+      getrlimit(RLIMIT_MEMLOCK, &rl);
+      return absl::StrCat("io_uring_setup: ENOMEM: the ring could not be allocated or locked "
+                          "(RLIMIT_MEMLOCK is ",
+                          rl.rlim_cur == RLIM_INFINITY ? std::string("unlimited")
+                                                       : absl::StrCat(rl.rlim_cur / 1024, " KiB"),
+                          "; kernels before 5.12 charge rings to it)");
+    }
+    default:
+      return absl::StrCat("io_uring_setup: ", errname, " (", std::strerror(err), ")");
+  }
+}
+
+void sync_busy(uring_worker* w, worker_io* wio) { wio->busy = w->unsubmitted + w->inflight; }
+
+worker_io* slot_of(uring_worker*) { return lwkt::internal::my_worker_io(); }
+
+void arm_kick(uring_worker* w) {
+  io_uring_sqe* sqe = get_sqe(w);
+  io_uring_prep_read(sqe, w->kick_fd, &w->kick_buf, sizeof w->kick_buf, 0);
+  io_uring_sqe_set_data64(sqe, kKickTag);
+}
+
+unsigned kernel_flags(const uring_worker* w) { return IO_URING_READ_ONCE(*w->ring.sq.kflags); }
+
+// Takes every CQE: finished ops get their result and (when `wake`) their thread is made
+// runnable; the kick read is re-armed. Returns how many CQEs it took.
+unsigned reap(uring_worker* w, bool wake) {
+  unsigned n = 0;
+  unsigned head;
+  io_uring_cqe* cqe;
+  bool rearm = false;
+  io_uring_for_each_cqe(&w->ring, head, cqe) {
+    ++n;
+    const std::uint64_t ud = cqe->user_data;
+    if (ud == kKickTag) {
+      rearm = true;
+    } else if (ud == kIgnoreTag || ud == 0 || ud == LIBURING_UDATA_TIMEOUT) {
+      // a cancel request's own answer, or liburing's internal wait timeout
+    } else {
+      op* o = reinterpret_cast<op*>(ud);
+      o->res = cqe->res;
+      o->cqe_flags = cqe->flags;
+      --w->inflight;
+      w->ops.add();
+      if (wake) {
+        thread* td = o->td;
+        --td->td_io_inflight;
+        o->done = true;  // after this, o may be gone as soon as td runs: not touched again
+        lwkt::internal::io_wake(td, o);
+      } else {
+        o->done = true;
+      }
+    }
+  }
+  if (n) io_uring_cq_advance(&w->ring, n);
+  if (rearm && w->kick_fd >= 0) arm_kick(w);
+  return n;
+}
+
+// Reaps until the kernel holds no completion back (CQ overflow with IORING_FEAT_NODROP:
+// an enter with GETEVENTS moves the held-back CQEs into the ring as it frees up).
+void reap_all(uring_worker* w, bool wake) {
+  reap(w, wake);
+  while (kernel_flags(w) & IORING_SQ_CQ_OVERFLOW) {
+    w->cq_overflows.add();
+    io_uring_get_events(&w->ring);
+    if (reap(w, wake) == 0) break;
+  }
+}
+
+// ---- The provider (lwkt/internal/io_hook.h).
+
+absl::StatusOr<lwkt::internal::io_config> configure(const Runtime::Options& opts) {
+  io_uring ring;
+  io_uring_params p{};
+  const int r = setup_ring(&ring, 8, 16, &p);
+  lwkt::internal::io_config c;
+  if (r != 0) {
+    const std::string cause = setup_failure_cause(-r);
+    if (opts.io == io_backend::io_uring) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("Runtime::Options.io = io_uring, but io_uring is unavailable: ", cause));
+    }
+    c.active = false;
+    c.description = absl::StrCat("off (automatic: io_uring unavailable: ", cause, ")");
+  } else {
+    io_uring_queue_exit(&ring);
+    c.active = true;
+    c.description = absl::StrCat("io_uring, one ring per worker (", flag_names(p.flags & ~(IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP)),
+                                 "; features ", feature_names(p.features), ")");
+  }
+  if (opts.io == io_backend::automatic) {
+    // One line per process and distinct choice: which backend, and why.
+    static std::mutex mu;
+    static std::set<std::string> said;
+    std::lock_guard<std::mutex> l(mu);
+    if (said.insert(c.description).second) {
+      std::fprintf(stderr, "lwkt: Runtime::Options.io = automatic chose %s\n",
+                   c.description.c_str());
+    }
+  }
+  return c;
+}
+
+void flush(worker_io* wio, bool idle) {
+  auto* w = static_cast<uring_worker*>(wio->state.load(std::memory_order_relaxed));
+  const bool events = kernel_flags(w) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW);
+  bool submit = false;
+  if (w->unsubmitted) {
+    submit = idle || w->unsubmitted >= kBatchMax ||
+             lwkt::internal::cheap_clock() - w->first_prepared >=
+                 lwkt::internal::ns_to_ticks(g_batch_delay_ns.load(std::memory_order_relaxed));
+  }
+  if (submit) {
+    submit_now(w);  // io_uring_submit also takes pending completions (GETEVENTS) if any
+  } else if (events) {
+    io_uring_get_events(&w->ring);
+    w->reaps.add();
+  }
+  reap_all(w, true);
+  sync_busy(w, wio);
+}
+
+void wait(worker_io* wio, int, const struct timespec* timeout) {
+  auto* w = static_cast<uring_worker*>(wio->state.load(std::memory_order_relaxed));
+  crit_enter();  // reaping makes threads runnable
+  __kernel_timespec kts{};
+  if (timeout) {
+    kts.tv_sec = timeout->tv_sec;
+    kts.tv_nsec = timeout->tv_nsec;
+  }
+  io_uring_cqe* cqe = nullptr;
+  w->waits.add();
+  // One io_uring_enter: submits what is prepared, then sleeps until a CQE (an op, or the
+  // kick read of the parker's eventfd), the timeout, or a signal. The parker protocol made
+  // the kick's eventfd write happen-after our announcement, and the armed read consumes
+  // the count whenever it came: no kick is lost (docs/io.md, "Parking in the ring").
+  (void)io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, timeout ? &kts : nullptr, nullptr);
+  w->unsubmitted = io_uring_sq_ready(&w->ring);
+  reap_all(w, true);
+  sync_busy(w, wio);
+  crit_exit();
+}
+
+bool ready(worker_io* wio) {
+  auto* w = static_cast<uring_worker*>(wio->state.load(std::memory_order_relaxed));
+  return io_uring_cq_ready(&w->ring) > 0 ||
+         (kernel_flags(w) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
+}
+
+void worker_exit(worker_io* wio) {
+  auto* w = static_cast<uring_worker*>(wio->state.load(std::memory_order_relaxed));
+  // Threads shutdown abandoned may still wait here: cancel everything (the kick read too)
+  // and reap, without waking anyone, while their stacks are still mapped.
+  io_uring_sqe* sqe = get_sqe(w);
+  io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+  io_uring_sqe_set_data64(sqe, kIgnoreTag);
+  w->kick_fd = -1;  // not re-armed
+  const std::uint64_t until = lwkt::internal::cheap_clock() + lwkt::internal::ns_to_ticks(2'000'000'000);
+  std::uint32_t left = w->inflight;
+  while (true) {
+    __kernel_timespec kts{0, 50'000'000};
+    io_uring_cqe* cqe = nullptr;
+    (void)io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &kts, nullptr);
+    reap_all(w, false);
+    left = w->inflight;
+    if (left == 0 || lwkt::internal::cheap_clock() >= until) break;
+  }
+  if (left) {
+    std::fprintf(stderr,
+                 "lwkt: io: worker stopping with %u operation(s) that did not finish within "
+                 "2 s of their cancellation; closing the ring\n", left);
+  }
+  io_uring_queue_exit(&w->ring);
+  wio->state.store(nullptr, std::memory_order_release);
+  wio->busy = 0;
+  delete w;
+}
+
+const lwkt::internal::io_provider kProvider = {configure, flush, wait, ready, worker_exit};
+
+}  // namespace
+
+uring_worker* my_ring(int* err) {
+  worker_io* wio = lwkt::internal::my_worker_io();
+  if (wio == nullptr) {
+    *err = ENOSYS;
+    return nullptr;
+  }
+  if (void* s = wio->state.load(std::memory_order_relaxed)) return static_cast<uring_worker*>(s);
+  auto* w = new uring_worker;
+  io_uring_params p{};
+  const unsigned sq = g_sq_entries.load(std::memory_order_relaxed);
+  const unsigned cq = g_cq_entries.load(std::memory_order_relaxed);
+  if (int r = setup_ring(&w->ring, sq ? sq : kSqEntries, cq ? cq : kCqEntries, &p); r != 0) {
+    delete w;
+    *err = -r;
+    return nullptr;
+  }
+  w->setup_flags = p.flags;
+  w->skip_success = p.features & IORING_FEAT_CQE_SKIP;
+  (void)io_uring_register_ring_fd(&w->ring);  // saves an fd lookup per enter; optional
+  w->kick_fd = lwkt::internal::my_kick_fd();
+  crit_enter();
+  arm_kick(w);
+  // release: io::stats() on another worker reads the counters through this pointer.
+  wio->state.store(w, std::memory_order_release);
+  sync_busy(w, wio);
+  crit_exit();
+  return w;
+}
+
+io_uring_sqe* get_sqe(uring_worker* w) {
+  io_uring_sqe* sqe;
+  while ((sqe = io_uring_get_sqe(&w->ring)) == nullptr) {
+    w->sq_full.add();
+    submit_now(w);  // SQ full: make room, never drop
+    if (io_uring_sq_space_left(&w->ring) == 0) reap_all(w, true);
+  }
+  if (w->unsubmitted++ == 0) w->first_prepared = lwkt::internal::cheap_clock();
+  return sqe;
+}
+
+void submit_now(uring_worker* w) {
+  for (;;) {
+    const int r = io_uring_submit(&w->ring);
+    if (r >= 0) break;
+    if (r == -EINTR) continue;
+    if (r == -EBUSY || r == -EAGAIN) {  // completions held back: take them, then retry
+      io_uring_get_events(&w->ring);
+      reap_all(w, true);
+      continue;
+    }
+    LWKT_ASSERT(false, curthread(), "io: io_uring_submit failed: %s (%s)",
+                strerrorname_np(-r) ? strerrorname_np(-r) : "?", std::strerror(-r));
+  }
+  w->submits.add();
+  w->unsubmitted = io_uring_sq_ready(&w->ring);
+  if (worker_io* wio = slot_of(w)) sync_busy(w, wio);
+}
+
+void cancel(uring_worker* w, op* o) {
+  io_uring_sqe* sqe = get_sqe(w);
+  io_uring_prep_cancel64(sqe, reinterpret_cast<std::uint64_t>(o), 0);
+  io_uring_sqe_set_data64(sqe, kIgnoreTag);
+  if (w->skip_success) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+  w->cancels.add();
+  submit_now(w);
+}
+
+void install() { lwkt::internal::install_io_provider(&kProvider); }
+
+}  // namespace internal
+
+namespace testing {
+void inject_setup_error(int err) {
+  internal::g_injected_setup_error.store(err, std::memory_order_relaxed);
+}
+void set_batch_delay(absl::Duration d) {
+  internal::g_batch_delay_ns.store(absl::ToInt64Nanoseconds(d), std::memory_order_relaxed);
+}
+
+void set_ring_entries(unsigned sq, unsigned cq) {
+  internal::g_sq_entries.store(sq, std::memory_order_relaxed);
+  internal::g_cq_entries.store(cq, std::memory_order_relaxed);
+}
+}  // namespace testing
+
+}  // namespace lwkt::io

@@ -1,0 +1,70 @@
+// uring.h: the io_uring backend's per-worker state (private to //io).
+//
+// One ring per worker, created by the worker itself on its first operation, so the
+// kernel's single-issuer rule holds (every submit comes from that worker's OS thread; the
+// lwkt threads it runs are the same kernel task). Touched only by its worker, inside
+// critical sections, except the statistics (relaxed atomics, read by io::stats()).
+//
+// user_data of an SQE: the address of an op (a struct on the waiting thread's stack), or one
+// of the small tags below (never a valid op address: ops are 8-aligned).
+#pragma once
+
+#include <liburing.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "lwkt/internal/io_hook.h"
+#include "lwkt/thread.h"
+
+namespace lwkt::io::internal {
+
+inline constexpr std::uint64_t kKickTag = 1;     // the armed read of the parker's eventfd
+inline constexpr std::uint64_t kIgnoreTag = 3;   // cancel requests: their CQEs carry nothing
+
+// An operation in flight: lives on the waiting thread's stack until its CQE is reaped.
+struct op {
+  thread* td = nullptr;
+  std::int32_t res = 0;
+  std::uint32_t cqe_flags = 0;
+  bool done = false;
+};
+
+struct counter {
+  std::atomic<std::uint64_t> v{0};
+  void add(std::uint64_t n = 1) {
+    v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);  // owner only
+  }
+  std::uint64_t get() const { return v.load(std::memory_order_relaxed); }
+};
+
+struct uring_worker {
+  io_uring ring;
+  unsigned setup_flags = 0;    // what io_uring_queue_init_params accepted
+  bool skip_success = false;   // IORING_FEAT_CQE_SKIP: cancels post no CQE when they work
+  std::uint32_t unsubmitted = 0;  // SQEs prepared since the last submit
+  std::uint32_t inflight = 0;     // ops submitted or prepared whose CQE is not reaped yet
+  std::uint64_t first_prepared = 0;  // cheap-clock time of the oldest unsubmitted SQE
+  std::uint64_t kick_buf = 0;     // the eventfd read's destination
+  int kick_fd = -1;
+  counter ops, submits, reaps, waits, sq_full, cq_overflows, cancels;
+};
+
+// The calling worker's ring, created on first use; null with `*err` set (an errno) when
+// this runtime has no I/O or the ring cannot be created.
+uring_worker* my_ring(int* err);
+
+// A free SQE, submitting what is prepared to make room when the SQ is full (never drops).
+// Counts it as prepared. Inside a critical section.
+io_uring_sqe* get_sqe(uring_worker* w);
+
+// Prepares a cancel of `o` and submits it at once. Inside a critical section.
+void cancel(uring_worker* w, op* o);
+
+// Submits everything prepared now. Inside a critical section.
+void submit_now(uring_worker* w);
+
+// Installs the provider (idempotent; //io's static initialiser calls it).
+void install();
+
+}  // namespace lwkt::io::internal

@@ -1,0 +1,131 @@
+// io.h
+//
+// Blocking-style I/O for lwkt threads. Each call reads like its POSIX namesake, but only the
+// calling lwkt thread waits: the operation goes to its worker's own io_uring and the worker
+// runs other threads until the completion arrives.
+//
+//   accept connect recv send readv writev   sockets (and any fd io_uring can drive)
+//   read write                               files, at an offset (-1: the file position)
+//   close shutdown poll                      descriptors and readiness
+//   sleep_for                                an interruptible sleep
+//
+// The worker side (one ring per worker, created on the worker itself on its first
+// operation, with IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN when the kernel has them) is
+// described in docs/io.md. In short: prepared operations are submitted together at the
+// worker's next switch point (one io_uring_enter for all the threads that prepared one
+// since), completions are reaped at every switch point that finds some waiting, and an idle
+// worker sleeps in io_uring_enter, so one wait covers completions, sleep timeouts and kicks
+// from other workers.
+//
+// Rules (each checked; a violation aborts with a message naming the call and the thread):
+//   - Runs on: an lwkt thread, outside any critical section. From any other OS thread use
+//     the POSIX call itself.
+//   - A thread waiting in one of these calls stays on its worker: giveaway() of it aborts.
+//     The call never returns before its operation has completed (a cancelled one too), so
+//     its buffers may live on the caller's stack and a thread never exits with an
+//     operation in flight.
+//   - No I/O layer (Runtime::Options::io = off, or io_uring unavailable under `automatic`):
+//     every call returns ENOSYS.
+//
+// Deadlines: every call but close takes an absolute `deadline` (absl::InfiniteFuture():
+// none). When it passes first, the operation is cancelled and the call returns ETIMEDOUT;
+// it never returns ETIMEDOUT before the deadline. (The deadline is the worker's timer heap,
+// the same one tsleep timeouts use; no linked-timeout SQE is spent.)
+// Interruption: lwkt::interrupt(td) on a thread waiting here cancels its operation
+// (IORING_OP_ASYNC_CANCEL) and the call returns EINTR (ERESTART for a restart request).
+// If the operation completed before the cancel took effect, its real result is returned and
+// the interrupt request is kept for the thread's next interruptible wait: nothing is lost,
+// neither the bytes nor the interrupt.
+// Operations are allocation-free: the record lives on the caller's stack.
+#pragma once
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "absl/time/time.h"
+
+namespace lwkt::io {
+
+// The outcome of an I/O call: a non-negative value (bytes, a descriptor, poll's revents)
+// or an errno. No exceptions on the I/O path.
+class [[nodiscard]] result {
+ public:
+  constexpr result() = default;
+  // From the io_uring convention: >= 0 a value, < 0 the negated errno.
+  static constexpr result from_res(std::int64_t res) { return result(res); }
+
+  constexpr bool ok() const { return _res >= 0; }
+  constexpr explicit operator bool() const { return ok(); }
+  // The value; 0 when !ok() (check ok() or error() first).
+  constexpr std::int64_t value() const { return _res >= 0 ? _res : 0; }
+  // The errno, 0 when ok().
+  constexpr int error() const { return _res < 0 ? static_cast<int>(-_res) : 0; }
+  // "42" or "ECONNRESET (Connection reset by peer)".
+  std::string to_string() const;
+
+ private:
+  constexpr explicit result(std::int64_t res) : _res(res) {}
+  std::int64_t _res = 0;
+};
+
+using absl::InfiniteFuture;
+
+// Sockets. `flags` as for accept4 (SOCK_CLOEXEC is always added) and recv/send.
+result accept(int fd, sockaddr* addr, socklen_t* addrlen, int flags = 0,
+              absl::Time deadline = InfiniteFuture());
+result connect(int fd, const sockaddr* addr, socklen_t addrlen,
+               absl::Time deadline = InfiniteFuture());
+result recv(int fd, void* buf, std::size_t len, int flags = 0,
+            absl::Time deadline = InfiniteFuture());
+result send(int fd, const void* buf, std::size_t len, int flags = 0,
+            absl::Time deadline = InfiniteFuture());
+// All of `len`, looping over short transfers. The value is `len`, except that recv_all
+// returns the shorter count it got when the peer closed (end of file). On an error (a
+// deadline, an interrupt) `*done`, when not null, says how many bytes went through first.
+result send_all(int fd, const void* buf, std::size_t len, std::size_t* done = nullptr,
+                absl::Time deadline = InfiniteFuture());
+result recv_all(int fd, void* buf, std::size_t len, std::size_t* done = nullptr,
+                absl::Time deadline = InfiniteFuture());
+// Scatter/gather at the current position (sockets, pipes). The iovec array must stay
+// valid until the call returns (it does: the call blocks).
+result readv(int fd, const iovec* iov, int iovcnt, absl::Time deadline = InfiniteFuture());
+result writev(int fd, const iovec* iov, int iovcnt, absl::Time deadline = InfiniteFuture());
+
+// Files: at `offset` (-1: the current file position, which then advances).
+result read(int fd, void* buf, std::size_t len, off_t offset,
+            absl::Time deadline = InfiniteFuture());
+result write(int fd, const void* buf, std::size_t len, off_t offset,
+             absl::Time deadline = InfiniteFuture());
+
+// Descriptors. close is not cancellable and takes no deadline (the descriptor is gone
+// when it returns, whatever the result). shutdown: `how` as for shutdown(2).
+result close(int fd);
+result shutdown(int fd, int how, absl::Time deadline = InfiniteFuture());
+// Waits until fd is ready for `events` (POLLIN, POLLOUT, ...); the value is the revents.
+result poll(int fd, short events, absl::Time deadline = InfiniteFuture());
+
+// Sleeps for `d` (0 when it elapsed), or until interrupted (EINTR / ERESTART).
+result sleep_for(absl::Duration d);
+
+// Counters of the I/O layer, summed over the calling thread's runtime's workers
+// (Runtime::stats has the scheduler's). Runs on: an lwkt thread.
+struct io_stats {
+  std::uint64_t rings = 0;          // workers whose ring exists
+  std::uint64_t ops = 0;            // operations completed
+  std::uint64_t submits = 0;        // io_uring_enter calls that submitted
+  std::uint64_t reaps = 0;          // io_uring_enter calls that only reaped (DEFER_TASKRUN)
+  std::uint64_t waits = 0;          // idle waits in the ring
+  std::uint64_t sq_full = 0;        // times an SQE had to wait for a submit (SQ full)
+  std::uint64_t cq_overflows = 0;   // times the kernel held completions back (CQ full)
+  std::uint64_t cancels = 0;        // cancellations sent (deadlines, interrupts, exit)
+};
+io_stats stats();
+
+}  // namespace lwkt::io

@@ -1,0 +1,483 @@
+// io.h's contract, call by call: results, deadlines, interruption, files, readiness, the
+// worker staying busy while a thread waits, overflowing both ring queues, backend choice
+// and its named causes, misuse, and no descriptor left behind.
+#include "io/io.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "io/testing.h"
+#include "lwkt/runtime.h"
+#include "lwkt/sched.h"
+#include "lwkt/sleep.h"
+#include "lwkt/testing.h"
+#include "lwkt/thread.h"
+
+namespace lwkt::io {
+namespace {
+
+using lwkt::testing::run_on;
+using lwkt::testing::test_runtime;
+
+int open_fds() {
+  int n = 0;
+  DIR* d = opendir("/proc/self/fd");
+  while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
+  closedir(d);
+  return n - 1;  // the DIR's own
+}
+
+// io_uring is what the tests below exercise: under qemu-user (no io_uring syscalls) the
+// runtime falls back to no I/O, and each test says so.
+bool have_io_uring() {
+  auto rt = Runtime::create({.workers = 1, .io = io_backend::io_uring});
+  return rt.ok();
+}
+
+#define REQUIRE_IO_URING()                                                         \
+  do {                                                                             \
+    if (!have_io_uring()) GTEST_SKIP() << "io_uring unavailable here (qemu-user?)"; \
+  } while (0)
+
+TEST(Io, ResultCarriesValueOrErrno) {
+  constexpr result ok = result::from_res(42);
+  constexpr result bad = result::from_res(-ECONNRESET);
+  static_assert(ok.ok() && ok.value() == 42 && ok.error() == 0);
+  static_assert(!bad.ok() && bad.value() == 0 && bad.error() == ECONNRESET);
+  EXPECT_EQ(ok.to_string(), "42");
+  EXPECT_TRUE(absl::StrContains(bad.to_string(), "ECONNRESET")) << bad.to_string();
+}
+
+TEST(Io, PlacementReportNamesTheBackend) {
+  REQUIRE_IO_URING();
+  auto rt = test_runtime(2, {.io = io_backend::io_uring});
+  const std::string r = rt->placement_report();
+  EXPECT_TRUE(absl::StrContains(r, "io: io_uring")) << r;
+  auto off = test_runtime(1, {.io = io_backend::off});
+  EXPECT_TRUE(absl::StrContains(off->placement_report(), "io: off")) << off->placement_report();
+}
+
+TEST(Io, OffMeansEnosys) {
+  auto rt = test_runtime(1, {.io = io_backend::off});
+  run_on(*rt, [] {
+    int p[2];
+    ASSERT_EQ(pipe(p), 0);
+    char c;
+    EXPECT_EQ(read(p[0], &c, 1, -1).error(), ENOSYS);
+    ::close(p[0]);
+    ::close(p[1]);
+  });
+}
+
+// Each cause io_uring_setup can give is named; `automatic` falls back, `io_uring` refuses.
+TEST(Io, UnavailableIoUringIsNamed) {
+  struct { int err; const char* says; } cases[] = {
+      {EPERM, "EPERM"}, {ENOSYS, "ENOSYS: this kernel has no io_uring"},
+      {ENOMEM, "RLIMIT_MEMLOCK"}, {EINVAL, "EINVAL"}};
+  for (const auto& c : cases) {
+    testing::inject_setup_error(c.err);
+    auto req = Runtime::create({.workers = 1, .io = io_backend::io_uring});
+    ASSERT_FALSE(req.ok());
+    EXPECT_EQ(req.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_TRUE(absl::StrContains(req.status().message(), c.says)) << req.status();
+    auto aut = Runtime::create({.workers = 1, .io = io_backend::automatic});
+    ASSERT_TRUE(aut.ok()) << aut.status();
+    const std::string r = (*aut)->placement_report();
+    EXPECT_TRUE(absl::StrContains(r, "io: off (automatic: io_uring unavailable")) << r;
+    EXPECT_TRUE(absl::StrContains(r, c.says)) << r;
+    run_on(**aut, [] { EXPECT_EQ(sleep_for(absl::Milliseconds(1)).error(), 0); });
+    run_on(**aut, [] {
+      char c;
+      EXPECT_EQ(recv(0, &c, 1).error(), ENOSYS);
+    });
+  }
+  testing::inject_setup_error(0);
+}
+
+TEST(Io, FileReadWriteAtOffsets) {
+  REQUIRE_IO_URING();
+  auto rt = test_runtime(2);
+  char path[] = "/tmp/lwkt_io_test_XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  unlink(path);
+  run_on(*rt, [fd] {
+    std::string a(5000, 'a'), b(3000, 'b');
+    ASSERT_EQ(write(fd, a.data(), a.size(), 0).value(), 5000);
+    ASSERT_EQ(write(fd, b.data(), b.size(), 10000).value(), 3000);
+    std::vector<char> buf(13000, 'x');
+    ASSERT_EQ(read(fd, buf.data(), buf.size(), 0).value(), 13000);
+    EXPECT_EQ(std::string(buf.data(), 5000), a);
+    EXPECT_EQ(std::string(buf.data() + 5000, 5000), std::string(5000, '\0'));  // the hole
+    EXPECT_EQ(std::string(buf.data() + 10000, 3000), b);
+    EXPECT_EQ(read(fd, buf.data(), 100, 13000).value(), 0);  // end of file
+    // -1: the file position, which advances.
+    ASSERT_EQ(lseek(fd, 4998, SEEK_SET), 4998);
+    char two[4] = {};
+    ASSERT_EQ(read(fd, two, 2, -1).value(), 2);
+    EXPECT_EQ(std::string(two, 2), "aa");
+    EXPECT_EQ(lseek(fd, 0, SEEK_CUR), 5000);
+    EXPECT_EQ(read(-1, two, 1, 0).error(), EBADF);
+  });
+  ::close(fd);
+}
+
+// The calling thread sleeps; its worker runs other threads meanwhile.
+TEST(Io, WorkerRunsOthersWhileAThreadWaits) {
+  REQUIRE_IO_URING();
+  auto rt = test_runtime(1);
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  std::atomic<int> spins{0};
+  run_on(*rt, [&] {
+    std::atomic<bool> got{false};
+    auto reader = create([&] {
+      char c = 0;
+      result r = read(p[0], &c, 1, -1);
+      EXPECT_EQ(r.value(), 1);
+      EXPECT_EQ(c, 'z');
+      got = true;
+    }, {.name = "reader"});
+    // Same worker: this thread keeps running while the reader waits.
+    for (int i = 0; i < 1000; ++i) {
+      ++spins;
+      yield();
+    }
+    EXPECT_FALSE(got.load());
+    ASSERT_EQ(::write(p[1], "z", 1), 1);
+    reader->join();
+    EXPECT_TRUE(got.load());
+  });
+  EXPECT_EQ(spins.load(), 1000);
+  ::close(p[0]);
+  ::close(p[1]);
+}
+
+TEST(Io, DeadlineFiresAndNeverEarly) {
+  REQUIRE_IO_URING();
+  auto rt = test_runtime(2);
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  run_on(*rt, [&] {
+    for (absl::Duration d : {absl::Milliseconds(1), absl::Milliseconds(15)}) {
+      char c;
+      const absl::Time start = absl::Now();
+      const absl::Time deadline = start + d;
+      result r = recv(sv[0], &c, 1, 0, deadline);
+      EXPECT_EQ(r.error(), ETIMEDOUT) << r.to_string();
+      EXPECT_GE(absl::Now(), deadline);
+    }
+    // A deadline already past: not started.
+    char c;
+    EXPECT_EQ(recv(sv[0], &c, 1, 0, absl::Now() - absl::Seconds(1)).error(), ETIMEDOUT);
+    // Data that is there returns at once, deadline or not.
+    ASSERT_EQ(::send(sv[1], "q", 1, 0), 1);
+    result r = recv(sv[0], &c, 1, 0, absl::Now() + absl::Seconds(5));
+    EXPECT_EQ(r.value(), 1);
+    // The socket is still usable after a timed-out recv: nothing was consumed by it.
+    ASSERT_EQ(::send(sv[1], "w", 1, 0), 1);
+    EXPECT_EQ(recv(sv[0], &c, 1).value(), 1);
+    EXPECT_EQ(c, 'w');
+  });
+  ::close(sv[0]);
+  ::close(sv[1]);
+}
+
+// lwkt::interrupt from another worker and from an OS thread cancels a blocked recv.
+TEST(Io, InterruptCancelsABlockedRecv) {
+  REQUIRE_IO_URING();
+  auto rt = test_runtime(2);
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  for (bool from_outside : {false, true}) {
+    for (bool restart : {false, true}) {
+      std::atomic<int> state{0};
+      auto td = rt->spawn([&] {
+        char c;
+        state = 1;
+        result r = recv(sv[0], &c, 1);
+        state = r.error() == (restart ? ERESTART : EINTR) ? 2 : 100 + r.error();
+      }, {.name = "blocked", .worker = 1});
+      ASSERT_TRUE(td.ok());
+      while (state.load() == 0) absl::SleepFor(absl::Milliseconds(1));
+      absl::SleepFor(absl::Milliseconds(20));  // in recv by now (it would not matter)
+      if (from_outside) {
+        interrupt(td->get(), restart);
+      } else {
+        run_on(*rt, [&] { interrupt(td->get(), restart); }, 0);
+      }
+      td->join();
+      EXPECT_EQ(state.load(), 2) << "from_outside=" << from_outside << " restart=" << restart;
+    }
+  }
+  // The socket still works: the cancelled recv consumed nothing.
+  ASSERT_EQ(::send(sv[1], "k", 1, 0), 1);
+  run_on(*rt, [&] {
+    char c = 0;
+    EXPECT_EQ(recv(sv[0], &c, 1).value(), 1);
+    EXPECT_EQ(c, 'k');
+  });
+  ::close(sv[0]);
+  ::close(sv[1]);
+}
+
+// An interrupt that arrives after the data: the bytes are returned and the interrupt is
+// kept for the next interruptible wait.
+TEST(Io, InterruptAfterCompletionLosesNeitherBytesNorInterrupt) {
+  REQUIRE_IO_URING();
+  auto rt = test_runtime(1);
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  ASSERT_EQ(::send(sv[1], "d", 1, 0), 1);
+  run_on(*rt, [&] {
+    interrupt(curthread());  // pending before the call: the call is interrupted at once...
+    char c = 0;
+    result r = recv(sv[0], &c, 1);
+    // ...unless the data was already there and the completion won the race; either way
+    // the byte and the interrupt are each seen exactly once.
+    int interrupts = r.error() == EINTR;
+    int bytes = r.ok() ? static_cast<int>(r.value()) : 0;
+    if (bytes == 0) bytes = static_cast<int>(recv(sv[0], &c, 1).value());
+    if (!interrupts) interrupts = sleep_for(absl::Seconds(5)).error() == EINTR;
+    EXPECT_EQ(bytes, 1);
+    EXPECT_EQ(c, 'd');
+    EXPECT_EQ(interrupts, 1);
+  });
+  ::close(sv[0]);
+  ::close(sv[1]);
+}
+
+TEST(Io, PollReportsReadiness) {
+  REQUIRE_IO_URING();
+  auto rt = test_runtime(2);
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  run_on(*rt, [&] {
+    EXPECT_EQ(poll(p[0], POLLIN, absl::Now() + absl::Milliseconds(5)).error(), ETIMEDOUT);
+    result w = poll(p[1], POLLOUT);
+    EXPECT_TRUE(w.ok() && (w.value() & POLLOUT)) << w.to_string();
+    auto waiter = create([&] {
+      result r = poll(p[0], POLLIN);
+      EXPECT_TRUE(r.ok() && (r.value() & POLLIN)) << r.to_string();
+    }, {.name = "poller", .worker = 1});
+    sleep_for(absl::Milliseconds(5)).value();
+    ASSERT_EQ(::write(p[1], "x", 1), 1);
+    waiter->join();
+  });
+  ::close(p[0]);
+  ::close(p[1]);
+}
+
+TEST(Io, SleepForSleepsAndIsInterruptible) {
+  REQUIRE_IO_URING();
+  auto rt = test_runtime(1);
+  run_on(*rt, [] {
+    const absl::Time start = absl::Now();
+    EXPECT_EQ(sleep_for(absl::Milliseconds(10)).error(), 0);
+    EXPECT_GE(absl::Now() - start, absl::Milliseconds(10));
+    interrupt(curthread());
+    EXPECT_EQ(sleep_for(absl::Seconds(10)).error(), EINTR);
+  });
+}
+
+// Both queues overflow: 8 SQ and 16 CQ entries, 200 operations prepared before one switch
+// and completing together. Nothing is dropped.
+TEST(Io, SqAndCqOverflowLoseNothing) {
+  REQUIRE_IO_URING();
+  testing::set_ring_entries(8, 16);  // for rings created from now on (the first operation)
+  testing::set_batch_delay(absl::Seconds(10));  // only the count or an idle worker submits
+  auto rt = test_runtime(1);
+  const int efd = eventfd(0, EFD_CLOEXEC);
+  ASSERT_GE(efd, 0);
+  constexpr int kOps = 200;
+  std::atomic<int> ready{0}, done{0};
+  run_on(*rt, [&] {
+    std::vector<thread_ref> tds;
+    for (int i = 0; i < kOps; ++i) {
+      tds.push_back(*create([&] {
+        ++ready;
+        result r = poll(efd, POLLIN);
+        if (r.ok() && (r.value() & POLLIN)) ++done;
+      }, {.name = "poller"}));
+    }
+    while (ready.load() < kOps) yield();
+    sleep_for(absl::Milliseconds(20)).value();  // every poll submitted and waiting
+    const std::uint64_t one = 1;
+    ASSERT_EQ(::write(efd, &one, sizeof one), 8);
+    for (auto& td : tds) td.join();
+    const io_stats s = stats();
+    EXPECT_GT(s.sq_full, 0u);
+    EXPECT_GT(s.cq_overflows, 0u);
+    EXPECT_GE(s.ops, static_cast<std::uint64_t>(kOps));
+  });
+  testing::set_ring_entries(0, 0);
+  testing::set_batch_delay(absl::Microseconds(20));
+  EXPECT_EQ(done.load(), kOps);
+  ::close(efd);
+}
+
+// Operations prepared by several threads between two switch points go out in one submit.
+TEST(Io, SubmissionsAreBatched) {
+  REQUIRE_IO_URING();
+  testing::set_batch_delay(absl::Seconds(10));  // the count bound only: timing-independent
+  auto rt = test_runtime(1);
+  const int efd = eventfd(0, EFD_CLOEXEC | EFD_SEMAPHORE);
+  ASSERT_GE(efd, 0);
+  run_on(*rt, [&] {
+    const io_stats before = stats();
+    std::vector<thread_ref> tds;
+    for (int i = 0; i < 64; ++i) {
+      tds.push_back(*create([&] { EXPECT_TRUE(poll(efd, POLLIN).ok()); }, {.name = "p"}));
+    }
+    sleep_for(absl::Milliseconds(5)).value();
+    const std::uint64_t n = 64;
+    ASSERT_EQ(::write(efd, &n, sizeof n), 8);
+    for (auto& td : tds) td.join();
+    const io_stats s = stats();
+    EXPECT_GE(s.ops - before.ops, 64u);
+    // 64 operations, at most 32 a batch: a handful of submits, not 64.
+    EXPECT_LE(s.submits - before.submits, 8u) << "submits " << s.submits - before.submits;
+  });
+  testing::set_batch_delay(absl::Microseconds(20));
+  ::close(efd);
+}
+
+// Kicks reach a worker parked in its ring: wakeups from another worker and from outside.
+TEST(Io, ParkedInTheRingWorkerIsWokenByEveryKick) {
+  REQUIRE_IO_URING();
+  auto rt = test_runtime(2);
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  std::atomic<bool> flag{false};
+  // Worker 1 gets a ring (and an operation that never completes, so it parks in the ring).
+  auto io_thread = rt->spawn([&] {
+    char c;
+    (void)read(p[0], &c, 1, -1);
+  }, {.name = "ring-holder", .worker = 1});
+  ASSERT_TRUE(io_thread.ok());
+  const int rounds = lwkt::testing::scaled(400);
+  for (int i = 0; i < rounds; ++i) {
+    flag = false;
+    auto sleeper = rt->spawn([&] {
+      while (!flag.load()) tsleep(&flag, 0, "flag");
+    }, {.name = "sleeper", .worker = 1});
+    ASSERT_TRUE(sleeper.ok());
+    absl::SleepFor(absl::Microseconds(i % 7 * 30));
+    if (i % 2) {
+      flag = true;
+      rt->wakeup(&flag);
+    } else {
+      run_on(*rt, [&] {
+        flag = true;
+        wakeup(&flag);
+      }, 0);
+    }
+    sleeper->join();
+  }
+  ASSERT_EQ(::write(p[1], "x", 1), 1);
+  io_thread->join();
+  ::close(p[0]);
+  ::close(p[1]);
+}
+
+TEST(Io, NoDescriptorLeftBehind) {
+  REQUIRE_IO_URING();
+  const int before = open_fds();
+  {
+    auto rt = test_runtime(3);
+    for (int w = 0; w < 3; ++w) {
+      run_on(*rt, [] { EXPECT_EQ(sleep_for(absl::Microseconds(1)).error(), 0); }, w);
+      run_on(*rt, [] {
+        int p[2];
+        ASSERT_EQ(pipe(p), 0);
+        EXPECT_EQ(poll(p[1], POLLOUT).ok(), true);
+        EXPECT_TRUE(close(p[0]).ok());
+        EXPECT_TRUE(close(p[1]).ok());
+        EXPECT_EQ(close(p[1]).error(), EBADF);
+      }, w);
+    }
+    EXPECT_GT(open_fds(), before);  // rings and eventfds while it lives
+  }
+  EXPECT_EQ(open_fds(), before);
+}
+
+// A thread left waiting at shutdown: its operation is cancelled before its stack goes.
+TEST(Io, ShutdownWithAnOperationInFlight) {
+  REQUIRE_IO_URING();
+  const int before = open_fds();
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  {
+    auto rt = test_runtime(2);
+    std::atomic<bool> started{false};
+    auto td = rt->spawn([&] {
+      static char buf[64];
+      started = true;
+      (void)recv(sv[0], buf, sizeof buf);
+    }, {.name = "stuck-in-recv", .worker = 1});
+    ASSERT_TRUE(td.ok());
+    while (!started.load()) absl::SleepFor(absl::Milliseconds(1));
+    absl::SleepFor(absl::Milliseconds(10));
+    absl::Status st = rt->shutdown(absl::Milliseconds(50));
+    EXPECT_TRUE(absl::StrContains(st.message(), "stuck-in-recv")) << st;
+  }
+  ::close(sv[0]);
+  ::close(sv[1]);
+  EXPECT_EQ(open_fds(), before);
+}
+
+using IoDeathTest = ::testing::Test;
+
+TEST(IoDeathTest, MisuseAbortsNamingTheCall) {
+  lwkt::testing::use_safe_death_test_style();
+  EXPECT_DEATH(
+      {
+        char c;
+        (void)recv(0, &c, 1);
+      },
+      "io::recv called from an OS thread that is not an lwkt thread");
+  EXPECT_DEATH(
+      {
+        auto rt = Runtime::create({.workers = 1});
+        run_on(**rt, [] {
+          crit_enter();
+          (void)sleep_for(absl::Milliseconds(1));
+        });
+      },
+      "io::sleep_for inside a critical section");
+}
+
+TEST(IoDeathTest, GiveawayOfAThreadWaitingForIoAborts) {
+  REQUIRE_IO_URING();
+  lwkt::testing::use_safe_death_test_style();
+  EXPECT_DEATH(
+      {
+        auto rt = Runtime::create({.workers = 2, .io = io_backend::io_uring});
+        int p[2];
+        if (pipe(p) != 0) abort();
+        run_on(**rt, [&] {
+          auto reader = create([&] {
+            char c;
+            (void)read(p[0], &c, 1, -1);
+          }, {.name = "io-waiter"});
+          sleep_for(absl::Milliseconds(10)).value();
+          giveaway(reader->get());
+        });
+      },
+      "giveaway of a thread with 1 I/O operation");
+}
+
+}  // namespace
+}  // namespace lwkt::io

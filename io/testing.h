@@ -1,0 +1,22 @@
+// testing.h: test-only hooks of //io.
+#pragma once
+
+#include "absl/time/time.h"
+
+namespace lwkt::io::testing {
+
+// Makes every io_uring setup from now on (the probe in Runtime::create and each worker's
+// ring) fail with `err` (an errno; 0 restores real setups), so that tests can see how each
+// cause is named and how `automatic` falls back. Runs on: any OS thread.
+void inject_setup_error(int err);
+
+// Sizes of the worker rings created from now on (0, 0: the defaults, 256 SQ / 4096 CQ
+// entries), so a test can overflow both queues with few operations. Runs on: any OS thread.
+void set_ring_entries(unsigned sq, unsigned cq);
+
+// How long a prepared operation may wait for others to share its submit while the worker
+// has other threads to run (default 20 us; the count bound, 32, stays), so that tests of
+// batching do not depend on how fast the machine switches. Runs on: any OS thread.
+void set_batch_delay(absl::Duration d);
+
+}  // namespace lwkt::io::testing

@@ -1,0 +1,52 @@
+// The scheduler's side of the I/O seam (io_hook.h).
+#include "lwkt/internal/io_hook.h"
+
+#include <atomic>
+
+#include "lwkt/internal/assert.h"
+#include "lwkt/internal/runtime_state.h"
+#include "lwkt/internal/sched_internal.h"
+
+namespace lwkt::internal {
+namespace {
+// Written once by a static initialiser of //io, before main; read at Runtime::create.
+std::atomic<const io_provider*> g_provider{nullptr};
+}  // namespace
+
+void install_io_provider(const io_provider* p) {
+  g_provider.store(p, std::memory_order_release);
+}
+
+const io_provider* installed_io_provider() {
+  return g_provider.load(std::memory_order_acquire);
+}
+
+worker_io* my_worker_io() {
+  globaldata* gd = mycpu();
+  if (gd == nullptr || gd->gd_runtime->io == nullptr) return nullptr;
+  return &gd->gd_io;
+}
+
+int my_kick_fd() {
+  globaldata* gd = mycpu();
+  return gd ? gd->gd_parker.event_fd() : -1;
+}
+
+std::vector<worker_io*> runtime_worker_ios() {
+  std::vector<worker_io*> v;
+  if (globaldata* gd = mycpu()) {
+    for (globaldata* g : gd->gd_runtime->gds) v.push_back(&g->gd_io);
+  }
+  return v;
+}
+
+void io_flush(globaldata* gd, bool idle) { gd->gd_runtime->io->flush(&gd->gd_io, idle); }
+
+void io_wake(thread* td, const void* ident) {
+  globaldata* gd = mycpu();
+  LWKT_ASSERT(gd && td->td_gd == gd, td, "io completion on worker %d, which does not own it",
+              gd ? gd->gd_cpuid : -1);
+  if ((td->td_flags & TDF_TSLEEPQ) && td->td_wchan == ident) wake_sleeper(gd, td);
+}
+
+}  // namespace lwkt::internal

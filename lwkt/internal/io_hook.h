@@ -1,0 +1,69 @@
+// io_hook.h
+//
+// The one seam between the scheduler and an I/O layer (//io). The scheduler knows nothing
+// about rings or sockets; it only
+//   - asks the installed provider, at Runtime::create, whether I/O is available for the
+//     options given (and keeps the provider's one-line description for placement_report);
+//   - calls `flush` at its switch points while the worker has I/O outstanding
+//     (worker_io::busy != 0): one load and a branch otherwise;
+//   - lets the idle loop wait in `wait` instead of its parker once the worker has I/O state,
+//     so one sleep covers completions, sleep timeouts and kicks;
+//   - calls `worker_exit` on each worker's OS thread after its idle loop returns, before any
+//     stack is freed, so operations still in flight (of threads shutdown abandoned) are
+//     cancelled and reaped while the memory they name is still mapped.
+// Dependencies point one way: //io includes this header; //lwkt never includes //io.
+#pragma once
+
+#include <time.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "lwkt/internal/globaldata.h"
+#include "lwkt/runtime.h"
+#include "lwkt/thread.h"
+
+namespace lwkt::internal {
+
+struct io_config {
+  bool active = false;       // this runtime's workers do I/O through the provider
+  std::string description;   // placement_report's `io:` line: backend, flags, or why off
+};
+
+struct io_provider {
+  // At Runtime::create, on the creating thread: a Status naming the cause when opts.io
+  // cannot be honoured; otherwise what the runtime will use. Called once per runtime.
+  absl::StatusOr<io_config> (*configure)(const Runtime::Options& opts);
+  // Owner, at a switch point, inside a critical section: submit what is prepared (at once
+  // when `idle`: the worker has nothing else runnable; otherwise it may wait to batch), make
+  // the finished operations' threads runnable. Never blocks.
+  void (*flush)(worker_io* io, bool idle);
+  // Owner, from the idle loop (after the parker's prepare_park and work check): sleep until
+  // a completion, a kick of `kick_fd` (the parker's eventfd), or `timeout` (relative).
+  void (*wait)(worker_io* io, int kick_fd, const struct timespec* timeout);
+  // True when a completion is waiting to be reaped (the idle loop's spin checks it).
+  bool (*ready)(worker_io* io);
+  // Owner, once, when the worker stops: cancel and reap everything in flight, free state.
+  void (*worker_exit)(worker_io* io);
+};
+
+// Installed once, before any Runtime is created (//io's static initialiser). A runtime
+// created with I/O active uses eventfd parking for its workers.
+void install_io_provider(const io_provider* p);
+const io_provider* installed_io_provider();
+
+// The calling OS thread's worker I/O slot and its parker's eventfd; null / -1 when the
+// caller is not a worker of a runtime with I/O active.
+worker_io* my_worker_io();
+int my_kick_fd();
+// Every worker's I/O slot of the caller's runtime (empty when the caller is not a worker).
+// Another worker's slot may be read only through what its provider made atomic.
+std::vector<worker_io*> runtime_worker_ios();
+
+// Makes td runnable if it sleeps (tsleep) on `ident`, on the calling worker, which must own
+// it. For completion handlers: O(1), no hash scan. Owner only, inside a critical section.
+void io_wake(thread* td, const void* ident);
+
+}  // namespace lwkt::internal
