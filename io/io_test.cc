@@ -48,7 +48,7 @@ bool have_io_uring() {
 
 #define REQUIRE_IO_URING()                                                         \
   do {                                                                             \
-    if (!have_io_uring()) GTEST_SKIP() << "io_uring unavailable here (qemu-user?)"; \
+    if (!have_io_uring()) GTEST_SKIP() << "io_uring unavailable here (qemu-user?)";  \
   } while (0)
 
 TEST(Io, ResultCarriesValueOrErrno) {

@@ -49,25 +49,29 @@ class parker {
     if (_efd >= 0) close(_efd);
   }
 
-  // Chooses the sleep/wake primitive; call before first use. Returns false (and keeps the
-  // futex) if an eventfd cannot be created. Runs on: the consumer, before it starts.
+  // Chooses the sleep/wake primitive. Returns false (and keeps the previous one) if an
+  // eventfd cannot be created. Runs on: the consumer, while it is not parked (before it
+  // starts, or later: an idle loop that starts waiting in an io_uring switches to eventfd).
+  // ordering: a producer reads _mech only after its exchange has read kParked (acquire),
+  // which was stored (release, prepare_park) after this store: it sees this mechanism for
+  // every park announced after the change. A producer still waking an earlier futex park
+  // wakes a park that is already over (a no-op).
   bool set_mechanism(kick_mechanism m) {
-    _mech = m;
     if (m == kick_mechanism::eventfd && _efd < 0) {
-      _efd = eventfd(0, EFD_CLOEXEC);
-      if (_efd < 0) {
-        _mech = kick_mechanism::futex;
-        return false;
-      }
+      const int fd = eventfd(0, EFD_CLOEXEC);
+      if (fd < 0) return false;
+      _efd = fd;
     }
+    _mech.store(m, std::memory_order_relaxed);
     return true;
   }
-  kick_mechanism mechanism() const { return _mech; }
+  kick_mechanism mechanism() const { return _mech.load(std::memory_order_relaxed); }
 
   // Consumer: announces the intent to sleep. Must be followed by a check for work and then
   // cancel_park() or park(). Runs on: the consumer only.
   void prepare_park() {
-    _state.store(kParked, std::memory_order_relaxed);
+    // release: publishes the mechanism (and its eventfd) to the producer that wakes us.
+    _state.store(kParked, std::memory_order_release);
     chaos::point(chaos::kParkAnnounce);
     // ordering: store-load barrier. The announcement must be visible before the consumer
     // reads the work queue (pairs with the fence in kick()); acquire/release cannot order a
@@ -81,7 +85,7 @@ class parker {
   // Consumer: sleeps until kicked (or `timeout`, relative, when not null; or spuriously).
   // Returns with the state back at kRunning. Runs on: the consumer only.
   void park(const struct timespec* timeout = nullptr) {
-    if (_mech == kick_mechanism::eventfd) {
+    if (mechanism() == kick_mechanism::eventfd) {
       // The count is non-zero if a kick already happened: the read returns at once.
       // ppoll takes the timeout at nanosecond resolution: poll's milliseconds would turn a
       // sub-millisecond timeout into 0 (an immediate return, and a caller that re-parks
@@ -112,7 +116,7 @@ class parker {
   }
 
   // The eventfd a kick writes (eventfd mechanism), -1 otherwise.
-  int event_fd() const { return _mech == kick_mechanism::eventfd ? _efd : -1; }
+  int event_fd() const { return mechanism() == kick_mechanism::eventfd ? _efd : -1; }
 
   // Producer: call after publishing work. Wakes the consumer if it announced parking.
   // Returns true if this call performed the wake (a system call).
@@ -125,7 +129,7 @@ class parker {
     if (_state.load(std::memory_order_relaxed) != kParked) return false;
     // acq_rel: only one of several concurrent producers wins the swap and pays the syscall.
     if (_state.exchange(kRunning, std::memory_order_acq_rel) != kParked) return false;
-    if (_mech == kick_mechanism::eventfd) {
+    if (_mech.load(std::memory_order_relaxed) == kick_mechanism::eventfd) {
       const std::uint64_t one = 1;
       (void)!write(_efd, &one, sizeof one);
     } else {
@@ -144,8 +148,9 @@ class parker {
   // written: consumer (kParked, kRunning), producers (swap to kRunning); read: both.
   std::atomic<std::uint32_t> _state{kRunning};
   std::uint64_t _parks = 0;  // written and read: consumer only
-  kick_mechanism _mech = kick_mechanism::futex;  // fixed before use
-  int _efd = -1;
+  // written: consumer (set_mechanism, while running); read: producers, after a kParked.
+  std::atomic<kick_mechanism> _mech{kick_mechanism::futex};
+  int _efd = -1;  // written once, before the _mech store that names it
 };
 
 }  // namespace ipiq

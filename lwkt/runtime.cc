@@ -375,10 +375,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
             "allocated", opts.trace_events, opts.trace_events * sizeof(internal::trace_event), i));
       }
     }
-    // With I/O active the idle loop waits in the worker's ring, which a kick reaches
-    // through the parker's eventfd (io_hook.h).
-    const ipiq::kick_mechanism kick = s->io ? ipiq::kick_mechanism::eventfd : opts.kick;
-    if (!gd->gd_parker.set_mechanism(kick) && setup_error.ok()) {
+    if (!gd->gd_parker.set_mechanism(opts.kick) && setup_error.ok()) {
       setup_error = absl::ResourceExhaustedError(absl::StrCat(
           "Runtime::Options.kick: eventfd for worker ", i, " failed: ", std::strerror(errno)));
     }

@@ -153,11 +153,11 @@ class Runtime {
     // cost less to spin through than to park and wake for, are always spun. See
     // lwkt/internal/idle_policy.h and the report's idle-policy table for what it buys.
     double idle_cpu_budget = 0;
-    // I/O backend (see io_backend). With I/O active, a parked worker sleeps in its
-    // io_uring (completions, timeouts and kicks in one wait) and is kicked through an
-    // eventfd armed in the ring, whatever `kick` says.
+    // I/O backend (see io_backend). From its first I/O operation on, a parked worker
+    // sleeps in its io_uring (completions, timeouts and kicks in one wait) and is kicked
+    // through an eventfd armed in the ring, whatever `kick` says.
     io_backend io = io_backend::automatic;
-    // How a parked worker sleeps and is woken when I/O is off: a futex on its park word
+    // How a parked worker sleeps and is woken until it does I/O: a futex on its park word
     // (default, measured fastest here: see docs/ipiq.md) or an eventfd.
     ipiq::kick_mechanism kick = ipiq::kick_mechanism::futex;
     // A thread that cannot get its tokens for this long prints one warning naming the token

@@ -318,7 +318,13 @@ uring_worker* my_ring(int* err) {
   w->setup_flags = p.flags;
   w->skip_success = p.features & IORING_FEAT_CQE_SKIP;
   (void)io_uring_register_ring_fd(&w->ring);  // saves an fd lookup per enter; optional
-  w->kick_fd = lwkt::internal::my_kick_fd();
+  w->kick_fd = lwkt::internal::enable_kick_fd();
+  if (w->kick_fd < 0) {
+    *err = errno ? errno : EMFILE;
+    io_uring_queue_exit(&w->ring);
+    delete w;
+    return nullptr;
+  }
   crit_enter();
   arm_kick(w);
   // release: io::stats() on another worker reads the counters through this pointer.

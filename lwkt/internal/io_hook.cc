@@ -27,9 +27,11 @@ worker_io* my_worker_io() {
   return &gd->gd_io;
 }
 
-int my_kick_fd() {
+int enable_kick_fd() {
   globaldata* gd = mycpu();
-  return gd ? gd->gd_parker.event_fd() : -1;
+  if (gd == nullptr) return -1;
+  if (!gd->gd_parker.set_mechanism(ipiq::kick_mechanism::eventfd)) return -1;
+  return gd->gd_parker.event_fd();
 }
 
 std::vector<worker_io*> runtime_worker_ios() {

@@ -49,15 +49,17 @@ struct io_provider {
   void (*worker_exit)(worker_io* io);
 };
 
-// Installed once, before any Runtime is created (//io's static initialiser). A runtime
-// created with I/O active uses eventfd parking for its workers.
+// Installed once, before any Runtime is created (//io's static initialiser).
 void install_io_provider(const io_provider* p);
 const io_provider* installed_io_provider();
 
-// The calling OS thread's worker I/O slot and its parker's eventfd; null / -1 when the
-// caller is not a worker of a runtime with I/O active.
+// The calling OS thread's worker I/O slot; null when the caller is not a worker of a
+// runtime with I/O active.
 worker_io* my_worker_io();
-int my_kick_fd();
+// Switches the calling worker's parker to eventfd kicks (a worker keeps Options::kick
+// until its first I/O operation) and returns that eventfd, which the provider arms a read
+// of in the ring; -1 (errno set) when no eventfd could be made.
+int enable_kick_fd();
 // Every worker's I/O slot of the caller's runtime (empty when the caller is not a worker).
 // Another worker's slot may be read only through what its provider made atomic.
 std::vector<worker_io*> runtime_worker_ios();
