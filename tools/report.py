@@ -45,6 +45,7 @@ GROUPS = [
     ("tokens", r"^BM_(Token_|Peer_StdMutex_|Peer_AbslMutex_|Yield_HoldingTokens)", True),
     ("runtime memory", r"^BM_RuntimeMemory/", True),
     ("idle policy", r"^BM_IdlePolicy/", True),
+    ("I/O: echo and submit", r"^BM_(Echo_|IoSubmit_)", True),
     ("sleep/wakeup and preemption",
      r"^BM_(SleepWakeup_|Peer_CondvarSleepWakeup|Peer_BoostFiber_CondvarRoundTrip|WakeupToRun_|"
      r"Preempt_)", True),
@@ -177,6 +178,7 @@ def render(doc, fig, rows, charts, missing):
     out += report_table.latency_lines(fig) + [""]
     out += report_table.memory_lines(fig) + [""]
     out += report_table.idle_policy_lines(fig) + [""]
+    out += report_table.echo_lines(fig) + [""]
     if matrix:
         out.append("Worker-to-worker matrix (%d workers, median of %d samples of %d round trips,"
                    " first dropped), ns per round trip, lwkt / atomic floor:" % (

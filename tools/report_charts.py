@@ -8,6 +8,8 @@ import os
 import subprocess
 import tempfile
 
+import report_table
+
 LWKT, LWKT2, PEER, FLOOR, EXTRA = "#1f5fbf", "#6a3d9a", "#e07b00", "#707070", "#2a9d3c"
 
 
@@ -190,7 +192,23 @@ def throughput(fig, out, machine):
     if not names:
         raise Missing("no echo or HTTP benchmark (BM_Echo_*, BM_Http_*) in this build: "
                       "they arrive with the I/O and server issues")
-    raise Missing("BM_Echo_*/BM_Http_* found but this report version cannot draw them")
+    lines = []
+    for conns in (1, 64):
+        vals = []
+        for prefix, _ in report_table.ECHO_SERVERS:
+            b = fig.counters.get("%s/%d" % (prefix, conns))
+            vals.append(b["items_per_second"] if b and "items_per_second" in b else None)
+        if all(v is None for v in vals):
+            continue
+        lines.append('"%d connection%s" %s' % (conns, "" if conns == 1 else "s", " ".join(
+            "%g" % v if v is not None else "NaN" for v in vals)))
+    if not lines:
+        raise Missing("BM_Echo_* ran but reported no throughput")
+    _bars(out, "TCP echo over loopback: round trips per second, same client (%s)" % machine,
+          "round trips per second (log scale)", 1000, 600, "", lines,
+          [(2, LWKT, report_table.ECHO_SERVERS[0][1]), (3, LWKT2, report_table.ECHO_SERVERS[1][1]),
+           (4, PEER, report_table.ECHO_SERVERS[2][1])])
+    return "TCP echo throughput: lwkt (blue, purple) beside a single-threaded epoll loop (orange)"
 
 
 CHARTS = [

@@ -57,6 +57,16 @@ ROWS = [
      "BM_Peer_CondvarSleepWakeup", 0.5, True),
     ("sleep/wakeup round trip vs Boost.Fiber", "BM_SleepWakeup_RoundTrip",
      "BM_Peer_BoostFiber_CondvarRoundTrip", None, True),
+    ("TCP echo round trip, 1 connection, vs an epoll loop", "BM_Echo_Lwkt/1",
+     "BM_Echo_Epoll/1", 1.0, False),
+    ("TCP echo round trip, 64 connections, vs an epoll loop", "BM_Echo_Lwkt/64",
+     "BM_Echo_Epoll/64", 1.0, False),
+    ("TCP echo, 1 connection, idle_spin 0, vs an epoll loop", "BM_Echo_LwktNoSpin/1",
+     "BM_Echo_Epoll/1", None, False),
+    ("TCP echo, 64 connections, idle_spin 0, vs an epoll loop", "BM_Echo_LwktNoSpin/64",
+     "BM_Echo_Epoll/64", None, False),
+    ("I/O operation, 32 threads batching vs 1", "BM_IoSubmit_Batched", "BM_IoSubmit_Single",
+     None, False),
     ("yield holding 1 token each", "BM_Yield_HoldingTokens/1", "BM_Yield_HoldingTokens/0",
      None, False),
     ("yield holding 4 tokens each", "BM_Yield_HoldingTokens/4", "BM_Yield_HoldingTokens/0",
@@ -186,6 +196,34 @@ def latency_lines(fig):
                                                    b["p999_ns"]))
     if out:
         out = ["| latency | p50 ns | p99 ns | p99.9 ns |", "|---|---:|---:|---:|"] + out
+    return out
+
+
+ECHO_SERVERS = [("BM_Echo_Lwkt", "lwkt, io_uring (default idle_spin 50 us)"),
+                ("BM_Echo_LwktNoSpin", "lwkt, io_uring, idle_spin 0"),
+                ("BM_Echo_Epoll", "single-threaded epoll loop")]
+
+
+def echo_lines(fig):
+    """BM_Echo_*/<conns>: requests/s, latency, and the server's CPU per round trip (the
+    client is shared and may be what limits throughput; CPU per request compares servers)."""
+    out = []
+    for conns in (1, 64):
+        for prefix, label in ECHO_SERVERS:
+            name = "%s/%d" % (prefix, conns)
+            b = fig.counters.get(name)
+            if not b or "items_per_second" not in b:
+                continue
+            lat = ("%.1f / %.1f" % (b["p50_us"], b["p99_us"])) if "p50_us" in b else "-"
+            out.append("| %d | %s | %.0f | %.0f | %s | %.0f |" % (
+                conns, label, b["items_per_second"], fig.ns[name], lat,
+                b.get("server_cpu_ns", 0)))
+    if out:
+        out = ["TCP echo over loopback (64-byte messages, one outstanding per connection; server "
+               "on CPU 0, the same epoll client on CPU 1; server CPU = the server thread's CPU "
+               "time per round trip, spinning included):", "",
+               "| connections | server | round trips/s | ns per round trip | p50 / p99 us |"
+               " server CPU ns per round trip |", "|---:|---|---:|---:|---|---:|"] + out
     return out
 
 

@@ -27,6 +27,19 @@ def bench(name, median, cv, unit="ns", **counters):
     return out
 
 
+def echo_benchmarks():
+    b = []
+    for prefix, conns, ns, cpu in (("BM_Echo_Lwkt", 1, 25000, 24000), ("BM_Echo_Lwkt", 64, 3300, 3150),
+                                   ("BM_Echo_LwktNoSpin", 1, 70000, 28000),
+                                   ("BM_Echo_LwktNoSpin", 64, 3350, 3200),
+                                   ("BM_Echo_Epoll", 1, 72000, 24000),
+                                   ("BM_Echo_Epoll", 64, 3333.3, 3100)):
+        lat = {"p50_us": ns / 1e3 - 2, "p99_us": ns / 1e3 + 30} if conns == 1 else {}
+        b += bench("%s/%d/real_time" % (prefix, conns), ns, 0.02,
+                   items_per_second=1e9 / ns, server_cpu_ns=float(cpu), **lat)
+    return b
+
+
 MATRIX = {
     "workers": 2, "samples": 10, "trips": 100, "cdf_trips": 1000, "clock_ns": 20,
     "matrix": [{"a": 0, "b": 1, "pu_a": 0, "pu_b": 1, "lwkt_ns": 600, "atomic_ns": 100},
@@ -168,6 +181,25 @@ class OutputTest(unittest.TestCase):
         self.assertIn("| CPU | Test CPU", md)
         self.assertIn("- tokens: did not finish within 900 s", md)
         self.assertIn("chart throughput", md)  # named as missing, with its reason
+        # With echo benchmarks: their table and the throughput chart.
+        doc["benchmarks"] = benchmarks() + echo_benchmarks()
+        doc["machine"] = dict(machine, slug="test-cpu-echo-2pu")
+        sys.stdout = open(os.devnull, "w")
+        try:
+            report.write_outputs(doc, self.dir, args, prune_older=False)
+        finally:
+            sys.stdout.close()
+            sys.stdout = stdout
+        with open(os.path.join(self.dir, "2026-12-01-test-cpu-echo-2pu.md")) as f:
+            md2 = f.read()
+        self.assertIn("| 64 | single-threaded epoll loop | 300003 | 3333 | - | 3100 |", md2)
+        self.assertIn("| 1 | lwkt, io_uring (default idle_spin 50 us) | 40000 | 25000 | 23.0 / 55.0 |"
+                      " 24000 |", md2)
+        self.assertIn("| TCP echo round trip, 64 connections, vs an epoll loop | 3300.0 |", md2)
+        if shutil.which("gnuplot"):
+            png = os.path.join(self.dir, "2026-12-01-test-cpu-echo-2pu-throughput.png")
+            self.assertTrue(os.path.getsize(png) > 1000)
+            self.assertNotIn("chart throughput", md2)
         self.assertIn("| g | 1.0 | - |  |", md)  # no steal figure recorded: a dash
         self.assertIsInstance(report.steal_seconds(), float)  # Linux has /proc/stat
         if shutil.which("gnuplot"):
