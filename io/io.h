@@ -8,6 +8,7 @@
 //   read write                               files, at an offset (-1: the file position)
 //   close shutdown poll                      descriptors and readiness
 //   sleep_for                                an interruptible sleep
+//   blocking(fn)                             fn on a pool OS thread (getaddrinfo, fsync)
 //
 // The worker side (one ring per worker, created on the worker itself on its first
 // operation, with IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN when the kernel has them) is
@@ -47,7 +48,10 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <optional>
 #include <string>
+#include <type_traits>
 
 #include "absl/time/time.h"
 
@@ -113,6 +117,41 @@ result poll(int fd, short events, absl::Time deadline = InfiniteFuture());
 
 // Sleeps for `d` (0 when it elapsed), or until interrupted (EINTR / ERESTART).
 result sleep_for(absl::Duration d);
+
+// Runs `fn` on an OS thread of a small process-wide pool while the calling lwkt thread
+// sleeps (its worker runs other threads meanwhile), and returns what fn returns; an
+// exception fn throws is rethrown here. For calls that cannot be made non-blocking:
+// getaddrinfo, fsync, a library's blocking function. The pool starts threads on demand, at
+// most kBlockingThreads; when all are busy, calls wait their turn (FIFO). Not
+// interruptible: fn runs to its end. Runs on: an lwkt thread, outside critical sections.
+inline constexpr int kBlockingThreads = 16;
+void blocking_call(void (*run)(void*), void* arg);  // the type-erased core
+template <class F>
+auto blocking(F&& fn) -> decltype(fn()) {
+  using R = decltype(fn());
+  struct frame {
+    F* fn;
+    std::exception_ptr error;
+    std::optional<std::conditional_t<std::is_void_v<R>, bool, R>> value;
+  } f{&fn, nullptr, std::nullopt};
+  blocking_call(
+      [](void* p) {
+        auto* fr = static_cast<frame*>(p);
+        try {
+          if constexpr (std::is_void_v<R>) {
+            (*fr->fn)();
+            fr->value.emplace(true);
+          } else {
+            fr->value.emplace((*fr->fn)());
+          }
+        } catch (...) {
+          fr->error = std::current_exception();
+        }
+      },
+      &f);
+  if (f.error) std::rethrow_exception(f.error);
+  if constexpr (!std::is_void_v<R>) return std::move(*f.value);
+}
 
 // Counters of the I/O layer, summed over the calling thread's runtime's workers
 // (Runtime::stats has the scheduler's). Runs on: an lwkt thread.

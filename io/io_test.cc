@@ -10,7 +10,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
 #include <atomic>
+#include <stdexcept>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -438,6 +441,55 @@ TEST(Io, ShutdownWithAnOperationInFlight) {
   EXPECT_EQ(open_fds(), before);
 }
 
+// blocking(fn): fn runs on another OS thread; the worker keeps running other threads.
+TEST(Io, BlockingRunsElsewhereWhileTheWorkerRunsOthers) {
+  auto rt = test_runtime(1, {.io = io_backend::off});  // needs no ring
+  std::atomic<int> ticks{0};
+  run_on(*rt, [&] {
+    std::atomic<bool> stop{false};
+    auto ticker = create([&] {
+      while (!stop.load()) {
+        ++ticks;
+        yield();
+      }
+    }, {.name = "ticker"});
+    const pthread_t me = pthread_self();
+    const int before = ticks.load();
+    auto [value, other_thread] = blocking([&] {
+      absl::SleepFor(absl::Milliseconds(30));  // an OS-level block
+      return std::make_pair(42, !pthread_equal(pthread_self(), me));
+    });
+    EXPECT_EQ(value, 42);
+    EXPECT_TRUE(other_thread);
+    EXPECT_GT(ticks.load(), before);  // the worker ran the ticker meanwhile
+    stop = true;
+    ticker->join();
+    // void, and exceptions come back to the caller.
+    int side = 0;
+    blocking([&] { side = 7; });
+    EXPECT_EQ(side, 7);
+    EXPECT_THROW(blocking([]() -> int { throw std::runtime_error("from the pool"); }),
+                 std::runtime_error);
+  });
+}
+
+TEST(Io, ManyBlockingCallsFromEveryWorkerAllComplete) {
+  auto rt = test_runtime(3, {.io = io_backend::off});
+  constexpr int kCalls = 200;  // more than kBlockingThreads: some wait their turn
+  std::atomic<int> sum{0};
+  std::vector<thread_ref> tds;
+  for (int i = 0; i < kCalls; ++i) {
+    tds.push_back(*rt->spawn([&sum, i] {
+      sum += blocking([i] {
+        absl::SleepFor(absl::Microseconds(200));
+        return i;
+      });
+    }, {.name = "caller", .worker = i % 3}));
+  }
+  for (auto& td : tds) td.join();
+  EXPECT_EQ(sum.load(), kCalls * (kCalls - 1) / 2);
+}
+
 using IoDeathTest = ::testing::Test;
 
 TEST(IoDeathTest, MisuseAbortsNamingTheCall) {
@@ -448,6 +500,7 @@ TEST(IoDeathTest, MisuseAbortsNamingTheCall) {
         (void)recv(0, &c, 1);
       },
       "io::recv called from an OS thread that is not an lwkt thread");
+  EXPECT_DEATH(blocking([] {}), "io::blocking called from an OS thread that is not an lwkt thread");
   EXPECT_DEATH(
       {
         auto rt = Runtime::create({.workers = 1});
