@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "io/internal/epoll.h"
 #include "io/internal/uring.h"
 #include "lwkt/internal/sched_inline.h"
 #include "lwkt/sched.h"
@@ -78,17 +79,40 @@ std::int64_t wait_for(uring_worker* w, op* o, absl::Time deadline, bool cancella
   return o->res;
 }
 
-// Runs one operation: `prep` fills the SQE.
-template <class Prep>
+// The epoll backend's form of an operation: the system call, tried without blocking, and
+// a wait for `events` whenever it would block.
+template <class Sys>
+std::int64_t retry(epoll_worker* w, int fd, std::uint32_t events, absl::Time deadline,
+                   const char* wmesg, Sys&& sys) {
+  for (;;) {
+    const std::int64_t r = sys();
+    if (r >= 0) return r;
+    const int e = errno;
+    if (e == EINTR) continue;
+    if (e != EAGAIN && e != EWOULDBLOCK) return -e;
+    std::uint32_t rev = 0;
+    if (int we = wait_ready(w, fd, events, deadline, true, wmesg, &rev); we != 0) return -we;
+  }
+}
+
+// Runs one operation on the caller's worker: `prep` fills an io_uring SQE; `on_epoll` is the
+// same operation on the epoll backend (returns a value or a negated errno).
+template <class Prep, class OnEpoll>
 result run(const char* call, const char* wmesg, absl::Time deadline, bool cancellable,
-           Prep&& prep) {
+           Prep&& prep, OnEpoll&& on_epoll) {
   thread* td = io_caller(call);
-  int err = 0;
-  uring_worker* w = my_ring(&err);
-  if (w == nullptr) return result::from_res(-err);
+  lwkt::internal::worker_io* wio = lwkt::internal::my_worker_io();
+  if (wio == nullptr) return result::from_res(-ENOSYS);  // this runtime has no I/O
   if (deadline != absl::InfiniteFuture() && absl::Now() >= deadline) {
     return result::from_res(-ETIMEDOUT);  // already past: not started
   }
+  int err = 0;
+  if (wio->backend == kEpoll) {
+    epoll_worker* ew = my_epoll(wio, &err);
+    return result::from_res(ew ? on_epoll(ew) : -err);
+  }
+  uring_worker* w = my_ring(wio, &err);
+  if (w == nullptr) return result::from_res(-err);
   op o;
   o.td = td;
   crit_enter();
@@ -97,7 +121,7 @@ result run(const char* call, const char* wmesg, absl::Time deadline, bool cancel
   io_uring_sqe_set_data(sqe, &o);
   ++w->inflight;
   ++td->td_io_inflight;
-  lwkt::internal::my_worker_io()->busy = w->unsubmitted + w->inflight;
+  wio->busy = w->unsubmitted + w->inflight;
   crit_exit();
   return result::from_res(wait_for(w, &o, deadline, cancellable, wmesg));
 }
@@ -105,27 +129,55 @@ result run(const char* call, const char* wmesg, absl::Time deadline, bool cancel
 }  // namespace
 }  // namespace internal
 
+using internal::epoll_worker;
+using internal::retry;
 using internal::run;
+
+namespace {
+std::int64_t neg_errno(std::int64_t r) { return r < 0 ? -errno : r; }
+}  // namespace
 
 result accept(int fd, sockaddr* addr, socklen_t* addrlen, int flags, absl::Time deadline) {
   return run("io::accept", "accept", deadline, true, [&](io_uring_sqe* sqe) {
     io_uring_prep_accept(sqe, fd, addr, addrlen, flags | SOCK_CLOEXEC);
+  }, [&](epoll_worker* w) -> std::int64_t {
+    if (int e = internal::make_nonblocking(fd)) return -e;
+    return retry(w, fd, EPOLLIN, deadline, "accept",
+                 [&] { return ::accept4(fd, addr, addrlen, flags | SOCK_CLOEXEC); });
   });
 }
 
 result connect(int fd, const sockaddr* addr, socklen_t addrlen, absl::Time deadline) {
   return run("io::connect", "connect", deadline, true,
-             [&](io_uring_sqe* sqe) { io_uring_prep_connect(sqe, fd, addr, addrlen); });
+             [&](io_uring_sqe* sqe) { io_uring_prep_connect(sqe, fd, addr, addrlen); },
+             [&](epoll_worker* w) -> std::int64_t {
+    if (int e = internal::make_nonblocking(fd)) return -e;
+    if (::connect(fd, addr, addrlen) == 0) return 0;
+    if (errno != EINPROGRESS) return -errno;
+    std::uint32_t rev = 0;
+    if (int e = internal::wait_ready(w, fd, EPOLLOUT, deadline, true, "connect", &rev)) return -e;
+    int soerr = 0;
+    socklen_t len = sizeof soerr;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0) return -errno;
+    return -soerr;
+  });
 }
 
 result recv(int fd, void* buf, std::size_t len, int flags, absl::Time deadline) {
   return run("io::recv", "recv", deadline, true,
-             [&](io_uring_sqe* sqe) { io_uring_prep_recv(sqe, fd, buf, len, flags); });
+             [&](io_uring_sqe* sqe) { io_uring_prep_recv(sqe, fd, buf, len, flags); },
+             [&](epoll_worker* w) {
+    return retry(w, fd, EPOLLIN, deadline, "recv",
+                 [&] { return ::recv(fd, buf, len, flags | MSG_DONTWAIT); });
+  });
 }
 
 result send(int fd, const void* buf, std::size_t len, int flags, absl::Time deadline) {
   return run("io::send", "send", deadline, true, [&](io_uring_sqe* sqe) {
     io_uring_prep_send(sqe, fd, buf, len, flags | MSG_NOSIGNAL);
+  }, [&](epoll_worker* w) {
+    return retry(w, fd, EPOLLOUT, deadline, "send",
+                 [&] { return ::send(fd, buf, len, flags | MSG_DONTWAIT | MSG_NOSIGNAL); });
   });
 }
 
@@ -146,6 +198,16 @@ result transfer_all(std::size_t len, std::size_t* done, bool eof_ends, Step&& st
   if (done) *done = got;
   return result::from_res(static_cast<std::int64_t>(got));
 }
+
+// readv/writev and read/write at the file position on the epoll backend: a descriptor
+// that can block (pipe, socket) is made non-blocking and waited on; a regular file never
+// reports EAGAIN and is read or written on the worker itself.
+template <class Sys>
+std::int64_t positional_or_stream(epoll_worker* w, int fd, std::uint32_t events,
+                                  absl::Time deadline, const char* wmesg, Sys&& sys) {
+  if (int e = internal::make_nonblocking(fd)) return -e;
+  return retry(w, fd, events, deadline, wmesg, sys);
+}
 }  // namespace
 
 result send_all(int fd, const void* buf, std::size_t len, std::size_t* done, absl::Time deadline) {
@@ -163,40 +225,67 @@ result recv_all(int fd, void* buf, std::size_t len, std::size_t* done, absl::Tim
 result readv(int fd, const iovec* iov, int iovcnt, absl::Time deadline) {
   return run("io::readv", "readv", deadline, true, [&](io_uring_sqe* sqe) {
     io_uring_prep_readv(sqe, fd, iov, static_cast<unsigned>(iovcnt), static_cast<__u64>(-1));
+  }, [&](epoll_worker* w) {
+    return positional_or_stream(w, fd, EPOLLIN, deadline, "readv",
+                                [&] { return ::readv(fd, iov, iovcnt); });
   });
 }
 
 result writev(int fd, const iovec* iov, int iovcnt, absl::Time deadline) {
   return run("io::writev", "writev", deadline, true, [&](io_uring_sqe* sqe) {
     io_uring_prep_writev(sqe, fd, iov, static_cast<unsigned>(iovcnt), static_cast<__u64>(-1));
+  }, [&](epoll_worker* w) {
+    return positional_or_stream(w, fd, EPOLLOUT, deadline, "writev",
+                                [&] { return ::writev(fd, iov, iovcnt); });
   });
 }
 
 result read(int fd, void* buf, std::size_t len, off_t offset, absl::Time deadline) {
   return run("io::read", "read", deadline, true, [&](io_uring_sqe* sqe) {
     io_uring_prep_read(sqe, fd, buf, static_cast<unsigned>(len), static_cast<__u64>(offset));
+  }, [&](epoll_worker* w) -> std::int64_t {
+    if (offset >= 0) return neg_errno(::pread(fd, buf, len, offset));
+    return positional_or_stream(w, fd, EPOLLIN, deadline, "read",
+                                [&] { return ::read(fd, buf, len); });
   });
 }
 
 result write(int fd, const void* buf, std::size_t len, off_t offset, absl::Time deadline) {
   return run("io::write", "write", deadline, true, [&](io_uring_sqe* sqe) {
     io_uring_prep_write(sqe, fd, buf, static_cast<unsigned>(len), static_cast<__u64>(offset));
+  }, [&](epoll_worker* w) -> std::int64_t {
+    if (offset >= 0) return neg_errno(::pwrite(fd, buf, len, offset));
+    return positional_or_stream(w, fd, EPOLLOUT, deadline, "write",
+                                [&] { return ::write(fd, buf, len); });
   });
 }
 
 result close(int fd) {
   return run("io::close", "close", absl::InfiniteFuture(), false,
-             [&](io_uring_sqe* sqe) { io_uring_prep_close(sqe, fd); });
+             [&](io_uring_sqe* sqe) { io_uring_prep_close(sqe, fd); },
+             [&](epoll_worker*) { return neg_errno(::close(fd)); });
 }
 
 result shutdown(int fd, int how, absl::Time deadline) {
   return run("io::shutdown", "shutdown", deadline, true,
-             [&](io_uring_sqe* sqe) { io_uring_prep_shutdown(sqe, fd, how); });
+             [&](io_uring_sqe* sqe) { io_uring_prep_shutdown(sqe, fd, how); },
+             [&](epoll_worker*) { return neg_errno(::shutdown(fd, how)); });
 }
 
 result poll(int fd, short events, absl::Time deadline) {
   return run("io::poll", "poll", deadline, true, [&](io_uring_sqe* sqe) {
     io_uring_prep_poll_add(sqe, fd, static_cast<unsigned>(static_cast<unsigned short>(events)));
+  }, [&](epoll_worker* w) -> std::int64_t {
+    pollfd p{fd, events, 0};
+    if (::poll(&p, 1, 0) < 0) return -errno;
+    if (p.revents) return p.revents;
+    std::uint32_t rev = 0;
+    // POLLIN/OUT/PRI/ERR/HUP/RDHUP have the same values as their EPOLL* twins.
+    if (int e = internal::wait_ready(w, fd, static_cast<std::uint16_t>(events), deadline, true,
+                                     "poll", &rev)) {
+      return -e;
+    }
+    return rev & (static_cast<std::uint16_t>(events) | POLLERR | POLLHUP);
   });
 }
 
@@ -215,7 +304,7 @@ result sleep_for(absl::Duration d) {
 io_stats stats() {
   io_stats s;
   for (lwkt::internal::worker_io* wio : lwkt::internal::runtime_worker_ios()) {
-    auto* w = static_cast<internal::uring_worker*>(wio->state.load(std::memory_order_acquire));
+    auto* w = static_cast<internal::worker_base*>(wio->state.load(std::memory_order_acquire));
     if (w == nullptr) continue;
     ++s.rings;
     s.ops += w->ops.get();
@@ -228,12 +317,5 @@ io_stats stats() {
   }
   return s;
 }
-
-namespace internal {
-namespace {
-// Installs the io_uring provider before main: a program that links //io has I/O.
-const bool g_installed = (install(), true);
-}  // namespace
-}  // namespace internal
 
 }  // namespace lwkt::io

@@ -13,6 +13,7 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <stdexcept>
 #include <cstring>
 #include <string>
@@ -42,16 +43,37 @@ int open_fds() {
   return n - 1;  // the DIR's own
 }
 
-// io_uring is what the tests below exercise: under qemu-user (no io_uring syscalls) the
-// runtime falls back to no I/O, and each test says so.
+// The backend under test: io_uring, or epoll when LWKT_IO_TEST_BACKEND=epoll (the
+// //io:*_epoll targets), so every contract is checked on both.
+io_backend test_backend() {
+  const char* b = std::getenv("LWKT_IO_TEST_BACKEND");
+  return b && std::string(b) == "epoll" ? io_backend::epoll : io_backend::io_uring;
+}
+
+Runtime::Options io_opts(Runtime::Options o = {}) {
+  o.io = test_backend();
+  return o;
+}
+
+// Under qemu-user (no io_uring system calls) the io_uring runs skip, saying so; the epoll
+// runs cover that configuration.
 bool have_io_uring() {
   auto rt = Runtime::create({.workers = 1, .io = io_backend::io_uring});
   return rt.ok();
 }
 
-#define REQUIRE_IO_URING()                                                         \
-  do {                                                                             \
-    if (!have_io_uring()) GTEST_SKIP() << "io_uring unavailable here (qemu-user?)";  \
+#define REQUIRE_BACKEND()                                                                 \
+  do {                                                                                    \
+    if (test_backend() == io_backend::io_uring && !have_io_uring()) {                     \
+      GTEST_SKIP() << "io_uring unavailable here (qemu-user?); the epoll run covers this"; \
+    }                                                                                     \
+  } while (0)
+
+// Tests of io_uring's own mechanisms (its queues, batching).
+#define REQUIRE_URING()                                                                 \
+  do {                                                                                  \
+    if (test_backend() != io_backend::io_uring) GTEST_SKIP() << "io_uring-specific";    \
+    REQUIRE_BACKEND();                                                                  \
   } while (0)
 
 TEST(Io, ResultCarriesValueOrErrno) {
@@ -64,10 +86,11 @@ TEST(Io, ResultCarriesValueOrErrno) {
 }
 
 TEST(Io, PlacementReportNamesTheBackend) {
-  REQUIRE_IO_URING();
-  auto rt = test_runtime(2, {.io = io_backend::io_uring});
+  REQUIRE_BACKEND();
+  auto rt = test_runtime(2, io_opts());
   const std::string r = rt->placement_report();
-  EXPECT_TRUE(absl::StrContains(r, "io: io_uring")) << r;
+  EXPECT_TRUE(absl::StrContains(
+      r, test_backend() == io_backend::epoll ? "io: epoll, one instance per worker" : "io: io_uring, one ring per worker")) << r;
   auto off = test_runtime(1, {.io = io_backend::off});
   EXPECT_TRUE(absl::StrContains(off->placement_report(), "io: off")) << off->placement_report();
 }
@@ -98,20 +121,30 @@ TEST(Io, UnavailableIoUringIsNamed) {
     auto aut = Runtime::create({.workers = 1, .io = io_backend::automatic});
     ASSERT_TRUE(aut.ok()) << aut.status();
     const std::string r = (*aut)->placement_report();
-    EXPECT_TRUE(absl::StrContains(r, "io: off (automatic: io_uring unavailable")) << r;
+    EXPECT_TRUE(absl::StrContains(r, "io: epoll, one instance per worker (automatic: io_uring "
+                                     "unavailable")) << r;
     EXPECT_TRUE(absl::StrContains(r, c.says)) << r;
-    run_on(**aut, [] { EXPECT_EQ(sleep_for(absl::Milliseconds(1)).error(), 0); });
-    run_on(**aut, [] {
-      char c;
-      EXPECT_EQ(recv(0, &c, 1).error(), ENOSYS);
+    run_on(**aut, [] {  // and the epoll backend works
+      int sv[2];
+      ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+      EXPECT_EQ(send(sv[1], "e", 1).value(), 1);
+      char c = 0;
+      EXPECT_EQ(recv(sv[0], &c, 1).value(), 1);
+      EXPECT_EQ(c, 'e');
+      ::close(sv[0]);
+      ::close(sv[1]);
     });
+    // epoll needs no probe: an explicit epoll runtime never mentions io_uring.
+    auto ep = Runtime::create({.workers = 1, .io = io_backend::epoll});
+    ASSERT_TRUE(ep.ok());
+    EXPECT_TRUE(absl::StrContains((*ep)->placement_report(), "io: epoll")) << (*ep)->placement_report();
   }
   testing::inject_setup_error(0);
 }
 
 TEST(Io, FileReadWriteAtOffsets) {
-  REQUIRE_IO_URING();
-  auto rt = test_runtime(2);
+  REQUIRE_BACKEND();
+  auto rt = test_runtime(2, io_opts());
   char path[] = "/tmp/lwkt_io_test_XXXXXX";
   const int fd = mkstemp(path);
   ASSERT_GE(fd, 0);
@@ -139,8 +172,8 @@ TEST(Io, FileReadWriteAtOffsets) {
 
 // The calling thread sleeps; its worker runs other threads meanwhile.
 TEST(Io, WorkerRunsOthersWhileAThreadWaits) {
-  REQUIRE_IO_URING();
-  auto rt = test_runtime(1);
+  REQUIRE_BACKEND();
+  auto rt = test_runtime(1, io_opts());
   int p[2];
   ASSERT_EQ(pipe(p), 0);
   std::atomic<int> spins{0};
@@ -169,8 +202,8 @@ TEST(Io, WorkerRunsOthersWhileAThreadWaits) {
 }
 
 TEST(Io, DeadlineFiresAndNeverEarly) {
-  REQUIRE_IO_URING();
-  auto rt = test_runtime(2);
+  REQUIRE_BACKEND();
+  auto rt = test_runtime(2, io_opts());
   int sv[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
   run_on(*rt, [&] {
@@ -200,8 +233,8 @@ TEST(Io, DeadlineFiresAndNeverEarly) {
 
 // lwkt::interrupt from another worker and from an OS thread cancels a blocked recv.
 TEST(Io, InterruptCancelsABlockedRecv) {
-  REQUIRE_IO_URING();
-  auto rt = test_runtime(2);
+  REQUIRE_BACKEND();
+  auto rt = test_runtime(2, io_opts());
   int sv[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
   for (bool from_outside : {false, true}) {
@@ -239,8 +272,8 @@ TEST(Io, InterruptCancelsABlockedRecv) {
 // An interrupt that arrives after the data: the bytes are returned and the interrupt is
 // kept for the next interruptible wait.
 TEST(Io, InterruptAfterCompletionLosesNeitherBytesNorInterrupt) {
-  REQUIRE_IO_URING();
-  auto rt = test_runtime(1);
+  REQUIRE_BACKEND();
+  auto rt = test_runtime(1, io_opts());
   int sv[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
   ASSERT_EQ(::send(sv[1], "d", 1, 0), 1);
@@ -263,8 +296,8 @@ TEST(Io, InterruptAfterCompletionLosesNeitherBytesNorInterrupt) {
 }
 
 TEST(Io, PollReportsReadiness) {
-  REQUIRE_IO_URING();
-  auto rt = test_runtime(2);
+  REQUIRE_BACKEND();
+  auto rt = test_runtime(2, io_opts());
   int p[2];
   ASSERT_EQ(pipe(p), 0);
   run_on(*rt, [&] {
@@ -284,8 +317,8 @@ TEST(Io, PollReportsReadiness) {
 }
 
 TEST(Io, SleepForSleepsAndIsInterruptible) {
-  REQUIRE_IO_URING();
-  auto rt = test_runtime(1);
+  REQUIRE_BACKEND();
+  auto rt = test_runtime(1, io_opts());
   run_on(*rt, [] {
     const absl::Time start = absl::Now();
     EXPECT_EQ(sleep_for(absl::Milliseconds(10)).error(), 0);
@@ -298,10 +331,10 @@ TEST(Io, SleepForSleepsAndIsInterruptible) {
 // Both queues overflow: 8 SQ and 16 CQ entries, 200 operations prepared before one switch
 // and completing together. Nothing is dropped.
 TEST(Io, SqAndCqOverflowLoseNothing) {
-  REQUIRE_IO_URING();
+  REQUIRE_URING();
   testing::set_ring_entries(8, 16);  // for rings created from now on (the first operation)
   testing::set_batch_delay(absl::Seconds(10));  // only the count or an idle worker submits
-  auto rt = test_runtime(1);
+  auto rt = test_runtime(1, io_opts());
   const int efd = eventfd(0, EFD_CLOEXEC);
   ASSERT_GE(efd, 0);
   constexpr int kOps = 200;
@@ -333,9 +366,9 @@ TEST(Io, SqAndCqOverflowLoseNothing) {
 
 // Operations prepared by several threads between two switch points go out in one submit.
 TEST(Io, SubmissionsAreBatched) {
-  REQUIRE_IO_URING();
+  REQUIRE_URING();
   testing::set_batch_delay(absl::Seconds(10));  // the count bound only: timing-independent
-  auto rt = test_runtime(1);
+  auto rt = test_runtime(1, io_opts());
   const int efd = eventfd(0, EFD_CLOEXEC | EFD_SEMAPHORE);
   ASSERT_GE(efd, 0);
   run_on(*rt, [&] {
@@ -359,8 +392,8 @@ TEST(Io, SubmissionsAreBatched) {
 
 // Kicks reach a worker parked in its ring: wakeups from another worker and from outside.
 TEST(Io, ParkedInTheRingWorkerIsWokenByEveryKick) {
-  REQUIRE_IO_URING();
-  auto rt = test_runtime(2);
+  REQUIRE_BACKEND();
+  auto rt = test_runtime(2, io_opts());
   int p[2];
   ASSERT_EQ(pipe(p), 0);
   std::atomic<bool> flag{false};
@@ -396,10 +429,10 @@ TEST(Io, ParkedInTheRingWorkerIsWokenByEveryKick) {
 }
 
 TEST(Io, NoDescriptorLeftBehind) {
-  REQUIRE_IO_URING();
+  REQUIRE_BACKEND();
   const int before = open_fds();
   {
-    auto rt = test_runtime(3);
+    auto rt = test_runtime(3, io_opts());
     for (int w = 0; w < 3; ++w) {
       run_on(*rt, [] { EXPECT_EQ(sleep_for(absl::Microseconds(1)).error(), 0); }, w);
       run_on(*rt, [] {
@@ -418,12 +451,12 @@ TEST(Io, NoDescriptorLeftBehind) {
 
 // A thread left waiting at shutdown: its operation is cancelled before its stack goes.
 TEST(Io, ShutdownWithAnOperationInFlight) {
-  REQUIRE_IO_URING();
+  REQUIRE_BACKEND();
   const int before = open_fds();
   int sv[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
   {
-    auto rt = test_runtime(2);
+    auto rt = test_runtime(2, io_opts());
     std::atomic<bool> started{false};
     auto td = rt->spawn([&] {
       static char buf[64];
@@ -513,11 +546,11 @@ TEST(IoDeathTest, MisuseAbortsNamingTheCall) {
 }
 
 TEST(IoDeathTest, GiveawayOfAThreadWaitingForIoAborts) {
-  REQUIRE_IO_URING();
+  REQUIRE_BACKEND();
   lwkt::testing::use_safe_death_test_style();
   EXPECT_DEATH(
       {
-        auto rt = Runtime::create({.workers = 2, .io = io_backend::io_uring});
+        auto rt = Runtime::create(io_opts({.workers = 2}));
         int p[2];
         if (pipe(p) != 0) abort();
         run_on(**rt, [&] {

@@ -273,10 +273,11 @@ absl::Status configure_io(runtime_state* s) {
       s->io_description = "off (Runtime::Options.io = off)";
       return absl::OkStatus();
     case io_backend::io_uring:
+    case io_backend::epoll:
       if (p == nullptr) {
-        return absl::FailedPreconditionError(
-            "Runtime::Options.io = io_uring, but //io is not linked into this program "
-            "(depend on @lwkt//io)");
+        return absl::FailedPreconditionError(absl::StrCat(
+            "Runtime::Options.io = ", s->opts.io == io_backend::epoll ? "epoll" : "io_uring",
+            ", but //io is not linked into this program (depend on @lwkt//io)"));
       }
       break;
     case io_backend::automatic:
@@ -289,6 +290,7 @@ absl::Status configure_io(runtime_state* s) {
   absl::StatusOr<io_config> c = p->configure(s->opts);
   if (!c.ok()) return c.status();
   s->io = c->active ? p : nullptr;
+  s->io_backend = c->backend;
   s->io_description = std::move(c->description);
   return absl::OkStatus();
 }
@@ -367,6 +369,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
     }
     gd->gd_token_warn_ticks = internal::duration_to_ticks(opts.token_warn);
     gd->gd_preempt_enable = opts.preempt;
+    gd->gd_io.backend = s->io_backend;
     if (opts.trace_events > 0) {
       gd->gd_trace = new internal::trace_ring(opts.trace_events);
       if (!gd->gd_trace->ev && setup_error.ok()) {

@@ -58,14 +58,19 @@ struct runtime_state;
 // are in //io (io/io.h); a program that does not link //io has no I/O and `automatic`
 // means off.
 enum class io_backend {
-  // io_uring when //io is linked and the kernel allows it; otherwise no I/O (create()
-  // succeeds and io calls fail with ENOSYS). The choice and its reason are printed once
-  // to stderr and are placement_report()'s `io:` line.
+  // io_uring when //io is linked and the kernel allows it, else epoll; without //io, no
+  // I/O (io calls fail with ENOSYS). The choice and its reason are printed once to stderr
+  // and are placement_report()'s `io:` line.
   automatic,
   // io_uring or nothing: create() fails with a Status naming the cause (the
   // kernel.io_uring_disabled sysctl, a seccomp or container policy, a kernel without
   // io_uring, RLIMIT_MEMLOCK, or //io not linked).
   io_uring,
+  // One epoll instance per worker and non-blocking system calls: the same io.h calls, for
+  // kernels or policies without io_uring (automatic falls back to it). Descriptors an
+  // operation has to wait on are made O_NONBLOCK (as Go's poller does); file reads and
+  // writes run on the worker itself.
+  epoll,
   // No I/O layer: io calls fail with ENOSYS; workers park as `kick` says.
   off,
 };

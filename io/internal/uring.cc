@@ -8,8 +8,6 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <mutex>
-#include <set>
 #include <string>
 
 #include <sys/resource.h>
@@ -93,6 +91,8 @@ std::string read_first_line(const char* path) {
   return s;
 }
 
+}  // namespace
+
 // Why io_uring_setup failed, named exactly (the causes: sysctl, policy, kernel,
 // memlock).
 std::string setup_failure_cause(int err) {
@@ -127,6 +127,8 @@ std::string setup_failure_cause(int err) {
       return absl::StrCat("io_uring_setup: ", errname, " (", std::strerror(err), ")");
   }
 }
+
+namespace {
 
 void sync_busy(uring_worker* w, worker_io* wio) { wio->busy = w->unsubmitted + w->inflight; }
 
@@ -186,41 +188,9 @@ void reap_all(uring_worker* w, bool wake) {
   }
 }
 
-// ---- The provider (lwkt/internal/io_hook.h).
+}  // namespace
 
-absl::StatusOr<lwkt::internal::io_config> configure(const Runtime::Options& opts) {
-  io_uring ring;
-  io_uring_params p{};
-  const int r = setup_ring(&ring, 8, 16, &p);
-  lwkt::internal::io_config c;
-  if (r != 0) {
-    const std::string cause = setup_failure_cause(-r);
-    if (opts.io == io_backend::io_uring) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("Runtime::Options.io = io_uring, but io_uring is unavailable: ", cause));
-    }
-    c.active = false;
-    c.description = absl::StrCat("off (automatic: io_uring unavailable: ", cause, ")");
-  } else {
-    io_uring_queue_exit(&ring);
-    c.active = true;
-    c.description = absl::StrCat("io_uring, one ring per worker (", flag_names(p.flags & ~(IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP)),
-                                 "; features ", feature_names(p.features), ")");
-  }
-  if (opts.io == io_backend::automatic) {
-    // One line per process and distinct choice: which backend, and why.
-    static std::mutex mu;
-    static std::set<std::string> said;
-    std::lock_guard<std::mutex> l(mu);
-    if (said.insert(c.description).second) {
-      std::fprintf(stderr, "lwkt: Runtime::Options.io = automatic chose %s\n",
-                   c.description.c_str());
-    }
-  }
-  return c;
-}
-
-void flush(worker_io* wio, bool idle) {
+void uring_flush(worker_io* wio, bool idle) {
   auto* w = static_cast<uring_worker*>(wio->state.load(std::memory_order_relaxed));
   const bool events = kernel_flags(w) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW);
   bool submit = false;
@@ -239,7 +209,7 @@ void flush(worker_io* wio, bool idle) {
   sync_busy(w, wio);
 }
 
-void wait(worker_io* wio, int, const struct timespec* timeout) {
+void uring_wait(worker_io* wio, const struct timespec* timeout) {
   auto* w = static_cast<uring_worker*>(wio->state.load(std::memory_order_relaxed));
   crit_enter();  // reaping makes threads runnable
   __kernel_timespec kts{};
@@ -260,13 +230,13 @@ void wait(worker_io* wio, int, const struct timespec* timeout) {
   crit_exit();
 }
 
-bool ready(worker_io* wio) {
+bool uring_ready(worker_io* wio) {
   auto* w = static_cast<uring_worker*>(wio->state.load(std::memory_order_relaxed));
   return io_uring_cq_ready(&w->ring) > 0 ||
          (kernel_flags(w) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
 }
 
-void worker_exit(worker_io* wio) {
+void uring_exit(worker_io* wio) {
   auto* w = static_cast<uring_worker*>(wio->state.load(std::memory_order_relaxed));
   // Threads shutdown abandoned may still wait here: cancel everything (the kick read too)
   // and reap, without waking anyone, while their stacks are still mapped.
@@ -295,16 +265,22 @@ void worker_exit(worker_io* wio) {
   delete w;
 }
 
-const lwkt::internal::io_provider kProvider = {configure, flush, wait, ready, worker_exit};
+int probe_uring(unsigned* flags, unsigned* features) {
+  io_uring ring;
+  io_uring_params p{};
+  const int r = setup_ring(&ring, 8, 16, &p);
+  if (r != 0) return r;
+  io_uring_queue_exit(&ring);
+  *flags = p.flags & ~(IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP);
+  *features = p.features;
+  return 0;
+}
 
-}  // namespace
+std::string describe_uring(unsigned flags, unsigned features) {
+  return absl::StrCat(flag_names(flags), "; features ", feature_names(features));
+}
 
-uring_worker* my_ring(int* err) {
-  worker_io* wio = lwkt::internal::my_worker_io();
-  if (wio == nullptr) {
-    *err = ENOSYS;
-    return nullptr;
-  }
+uring_worker* my_ring(worker_io* wio, int* err) {
   if (void* s = wio->state.load(std::memory_order_relaxed)) return static_cast<uring_worker*>(s);
   auto* w = new uring_worker;
   io_uring_params p{};
@@ -371,8 +347,6 @@ void cancel(uring_worker* w, op* o) {
   w->cancels.add();
   submit_now(w);
 }
-
-void install() { lwkt::internal::install_io_provider(&kProvider); }
 
 }  // namespace internal
 

@@ -11,9 +11,13 @@
 
 #include <liburing.h>
 
+#include <time.h>
+
 #include <atomic>
 #include <cstdint>
+#include <string>
 
+#include "io/internal/backend.h"
 #include "lwkt/internal/io_hook.h"
 #include "lwkt/thread.h"
 
@@ -30,15 +34,8 @@ struct op {
   bool done = false;
 };
 
-struct counter {
-  std::atomic<std::uint64_t> v{0};
-  void add(std::uint64_t n = 1) {
-    v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);  // owner only
-  }
-  std::uint64_t get() const { return v.load(std::memory_order_relaxed); }
-};
-
-struct uring_worker {
+struct uring_worker : worker_base {
+  uring_worker() : worker_base(kUring) {}
   io_uring ring;
   unsigned setup_flags = 0;    // what io_uring_queue_init_params accepted
   bool skip_success = false;   // IORING_FEAT_CQE_SKIP: cancels post no CQE when they work
@@ -47,12 +44,11 @@ struct uring_worker {
   std::uint64_t first_prepared = 0;  // cheap-clock time of the oldest unsubmitted SQE
   std::uint64_t kick_buf = 0;     // the eventfd read's destination
   int kick_fd = -1;
-  counter ops, submits, reaps, waits, sq_full, cq_overflows, cancels;
 };
 
 // The calling worker's ring, created on first use; null with `*err` set (an errno) when
-// this runtime has no I/O or the ring cannot be created.
-uring_worker* my_ring(int* err);
+// the ring cannot be created.
+uring_worker* my_ring(lwkt::internal::worker_io* wio, int* err);
 
 // A free SQE, submitting what is prepared to make room when the SQ is full (never drops).
 // Counts it as prepared. Inside a critical section.
@@ -64,7 +60,18 @@ void cancel(uring_worker* w, op* o);
 // Submits everything prepared now. Inside a critical section.
 void submit_now(uring_worker* w);
 
-// Installs the provider (idempotent; //io's static initialiser calls it).
-void install();
+// Probes io_uring_setup as a worker's ring would be set up: 0 (with the flags and features
+// the kernel accepted) or a negative errno.
+int probe_uring(unsigned* flags, unsigned* features);
+// Names a probe failure's cause (sysctl, policy, kernel, memlock).
+std::string setup_failure_cause(int err);
+// "SINGLE_ISSUER|DEFER_TASKRUN...; features NODROP,..."
+std::string describe_uring(unsigned flags, unsigned features);
+
+// The provider hooks for a worker whose state is a uring_worker.
+void uring_flush(lwkt::internal::worker_io* wio, bool idle);
+void uring_wait(lwkt::internal::worker_io* wio, const struct timespec* timeout);
+bool uring_ready(lwkt::internal::worker_io* wio);
+void uring_exit(lwkt::internal::worker_io* wio);
 
 }  // namespace lwkt::io::internal

@@ -49,6 +49,7 @@ struct worker_io {
   // The I/O provider's per-worker state, created by the owner on first use (release) and
   // freed when it stops; read by others (acquire) only to add up statistics.
   std::atomic<void*> state{nullptr};
+  std::uint32_t backend = 0;  // the provider's per-runtime choice (io_config::backend)
   // Non-zero while operations are prepared or in flight: switch points call its flush.
   std::uint32_t busy = 0;
 };

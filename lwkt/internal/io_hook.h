@@ -30,6 +30,7 @@ namespace lwkt::internal {
 struct io_config {
   bool active = false;       // this runtime's workers do I/O through the provider
   std::string description;   // placement_report's `io:` line: backend, flags, or why off
+  std::uint32_t backend = 0; // the provider's choice, copied into every worker_io (opaque)
 };
 
 struct io_provider {

@@ -53,6 +53,7 @@ struct runtime_state {
   // description for placement_report ("off (...)" otherwise).
   const struct io_provider* io = nullptr;
   std::string io_description;
+  std::uint32_t io_backend = 0;        // io_config::backend, copied into each gd_io
   std::string workers_reason;          // why gds.size() workers (topology::workers_for)
   std::uint32_t fork_generation = 0;   // internal::fork_generation when created
   runtime_state* forked_next = nullptr;  // forked_runtimes list, in a forked child only
