@@ -3,6 +3,7 @@
 //                           lwkt thread per connection) on CPU 0, ns per round trip
 //   BM_Echo_LwktNoSpin/<c>  the same with idle_spin 0 (the worker parks at once, as the
 //                           epoll loop does)
+//   BM_Echo_LwktEpoll/<c>   lwkt on its epoll backend (the fallback), default options
 //   BM_Echo_Epoll/<conns>   the same client against a plain single-threaded epoll loop
 //   BM_IoSubmit_Single      ns per operation (an immediately-ready poll), one thread
 //   BM_IoSubmit_Batched     the same with 32 threads, whose submissions share enters
@@ -158,12 +159,13 @@ void drive(benchmark::State& state, const sockaddr_in& addr, ServerCpu&& server_
   report_latency(state, lat);
 }
 
-void echo_lwkt(benchmark::State& state, absl::Duration idle_spin) {
+void echo_lwkt(benchmark::State& state, absl::Duration idle_spin,
+               lwkt::io_backend backend = lwkt::io_backend::io_uring) {
   Runtime::Options o;
   o.workers = 1;
   o.cpus = {0};
   o.idle_spin = idle_spin;
-  o.io = lwkt::io_backend::io_uring;
+  o.io = backend;
   auto made = Runtime::create(o);
   if (!made.ok()) {
     state.SkipWithError(std::string(made.status().message()).c_str());
@@ -207,6 +209,11 @@ void BM_Echo_Lwkt(benchmark::State& state) { echo_lwkt(state, absl::Microseconds
 BENCHMARK(BM_Echo_Lwkt)->Arg(1)->Arg(64)->UseRealTime();
 void BM_Echo_LwktNoSpin(benchmark::State& state) { echo_lwkt(state, absl::ZeroDuration()); }
 BENCHMARK(BM_Echo_LwktNoSpin)->Arg(1)->Arg(64)->UseRealTime();
+// lwkt's epoll backend (the fallback), default options.
+void BM_Echo_LwktEpoll(benchmark::State& state) {
+  echo_lwkt(state, absl::Microseconds(50), lwkt::io_backend::epoll);
+}
+BENCHMARK(BM_Echo_LwktEpoll)->Arg(1)->Arg(64)->UseRealTime();
 
 // The reference a server author would write: one thread, level-triggered epoll,
 // non-blocking sockets, read then write back.
