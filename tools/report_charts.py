@@ -205,7 +205,7 @@ def throughput(fig, out, machine):
     if not lines:
         raise Missing("BM_Echo_* ran but reported no throughput")
     _bars(out, "TCP echo over loopback: round trips per second, same client (%s)" % machine,
-          "round trips per second (log scale)", 1000, 600, "", lines,
+          "round trips per second (log scale)", 1000, 600, 'set datafile missing "NaN"', lines,
           [(2, LWKT, report_table.ECHO_SERVERS[0][1]), (3, LWKT2, report_table.ECHO_SERVERS[1][1]),
            (4, EXTRA, report_table.ECHO_SERVERS[2][1]), (5, PEER, report_table.ECHO_SERVERS[3][1])])
     return ("TCP echo throughput: lwkt (blue, purple, green) beside a single-threaded epoll "
