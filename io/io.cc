@@ -62,6 +62,11 @@ std::int64_t wait_for(uring_worker* w, op* o, absl::Time deadline, bool cancella
       if (left <= absl::ZeroDuration()) left = absl::Nanoseconds(1);
     }
     const int e = tsleep(o, PINTERLOCKED | (catching ? PCATCH : 0), wmesg, left);
+    if (o->done && (e == EINTR || e == ERESTART)) {
+      // Completed, and interrupted too: tsleep consumed the request; give it back for the
+      // thread's next interruptible wait (the result stands).
+      lwkt::interrupt(o->td, e == ERESTART);
+    }
     if (o->done || !catching) continue;
     if (e == EINTR || e == ERESTART || (e == EWOULDBLOCK && absl::Now() >= deadline)) {
       reason = e == EWOULDBLOCK ? ETIMEDOUT : e;
@@ -314,6 +319,7 @@ io_stats stats() {
     s.sq_full += w->sq_full.get();
     s.cq_overflows += w->cq_overflows.get();
     s.cancels += w->cancels.get();
+    s.pool_enobufs += w->pool_enobufs.get();
   }
   return s;
 }

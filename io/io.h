@@ -9,6 +9,8 @@
 //   close shutdown poll                      descriptors and readiness
 //   sleep_for                                an interruptible sleep
 //   blocking(fn)                             fn on a pool OS thread (getaddrinfo, fsync)
+//   listener, pooled_receiver                multishot accept; multishot recv into a
+//                                            per-worker pool of buffers
 //
 // The worker side (one ring per worker, created on the worker itself on its first
 // operation, with IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN when the kernel has them) is
@@ -118,6 +120,56 @@ result poll(int fd, short events, absl::Time deadline = InfiniteFuture());
 // Sleeps for `d` (0 when it elapsed), or until interrupted (EINTR / ERESTART).
 result sleep_for(absl::Duration d);
 
+// Multishot forms, for servers with many connections (io_uring: one SQE keeps producing
+// completions; on the epoll backend they fall back to the plain calls, same results).
+// Each object belongs to the lwkt thread that created it, on that thread's worker: only
+// that thread may call it or destroy it, and while it lives the thread stays on its worker
+// (setcpu_self, migratecpu and giveaway abort naming it).
+//
+// listener: one multishot accept on a listening socket; connections that arrive while
+// nobody is in accept() wait in the listener (as in the kernel's backlog) and the next
+// accept() returns them in order. Destroying it cancels the accept and closes connections
+// accepted but never handed out.
+class listener {
+ public:
+  explicit listener(int listen_fd);
+  ~listener();
+  listener(const listener&) = delete;
+  listener& operator=(const listener&) = delete;
+  // The next connection (a descriptor, SOCK_CLOEXEC), an error, EINTR or ETIMEDOUT.
+  result accept(absl::Time deadline = InfiniteFuture());
+
+  struct state;  // internal
+
+ private:
+  state* _s;
+};
+
+// pooled_receiver: a connection's receive side on its worker's shared buffer pool (a
+// provided-buffer ring: kPoolBuffers buffers of kPoolBufferSize bytes per worker). One
+// multishot recv fills pool buffers as data arrives; recv() hands out the next filled
+// buffer. A connection with nothing unread holds no buffer, so memory scales with the pool,
+// not with the number of connections. When the pool runs dry the kernel ends the multishot
+// with ENOBUFS; that is never end of file: the receiver re-arms once a buffer is free.
+// Destroying it cancels the recv and returns its buffers.
+inline constexpr unsigned kPoolBuffers = 1024;
+inline constexpr unsigned kPoolBufferSize = 4096;
+class pooled_receiver {
+ public:
+  explicit pooled_receiver(int fd);
+  ~pooled_receiver();
+  pooled_receiver(const pooled_receiver&) = delete;
+  pooled_receiver& operator=(const pooled_receiver&) = delete;
+  // The next bytes received, in *data (valid until the next recv() or the destructor; the
+  // previous chunk's buffer goes back to the pool now). 0 bytes: the peer closed.
+  result recv(const char** data, absl::Time deadline = InfiniteFuture());
+
+  struct state;  // internal
+
+ private:
+  state* _s;
+};
+
 // Runs `fn` on an OS thread of a small process-wide pool while the calling lwkt thread
 // sleeps (its worker runs other threads meanwhile), and returns what fn returns; an
 // exception fn throws is rethrown here. For calls that cannot be made non-blocking:
@@ -164,6 +216,7 @@ struct io_stats {
   std::uint64_t sq_full = 0;        // times an SQE had to wait for a submit (SQ full)
   std::uint64_t cq_overflows = 0;   // times the kernel held completions back (CQ full)
   std::uint64_t cancels = 0;        // cancellations sent (deadlines, interrupts, exit)
+  std::uint64_t pool_enobufs = 0;   // pooled_receiver recvs ended by an empty buffer pool
 };
 io_stats stats();
 

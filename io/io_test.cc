@@ -295,6 +295,46 @@ TEST(Io, InterruptAfterCompletionLosesNeitherBytesNorInterrupt) {
   ::close(sv[1]);
 }
 
+// The completion and the interrupt both land while the waiting thread's worker is busy:
+// the call returns its bytes and the interrupt stays for the next interruptible wait.
+// (Regression: the wait consumed the interrupt and dropped it when the operation had
+// completed too; an acceptor interrupted at shutdown then slept forever.)
+TEST(Io, InterruptTogetherWithTheCompletionIsKept) {
+  REQUIRE_BACKEND();
+  auto rt = test_runtime(1, io_opts({.stall_budget = absl::ZeroDuration()}));
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  std::atomic<int> phase{0};
+  std::atomic<int> bytes{-1}, later{-1};
+  auto reader = rt->spawn([&] {
+    char c = 0;
+    phase = 1;
+    result r = recv(sv[0], &c, 1);
+    bytes = r.ok() ? static_cast<int>(r.value()) : -r.error();
+    later = sleep_for(absl::Seconds(10)).error();
+  }, {.name = "reader"});
+  ASSERT_TRUE(reader.ok());
+  while (phase.load() != 1) absl::SleepFor(absl::Milliseconds(1));
+  absl::SleepFor(absl::Milliseconds(20));  // the reader sleeps in recv
+  // A thread that holds the worker (no switch point) while both events arrive.
+  std::atomic<bool> holding{false};
+  auto hog = rt->spawn([&] {
+    holding = true;
+    const absl::Time until = absl::Now() + absl::Milliseconds(100);
+    while (absl::Now() < until) {}
+  }, {.name = "hog"});
+  ASSERT_TRUE(hog.ok());
+  while (!holding.load()) absl::SleepFor(absl::Microseconds(100));
+  ASSERT_EQ(::send(sv[1], "x", 1, 0), 1);
+  interrupt(reader->get());
+  hog->join();
+  reader->join();
+  EXPECT_EQ(bytes.load(), 1);        // the byte was not lost...
+  EXPECT_EQ(later.load(), EINTR);    // ...and neither was the interrupt
+  ::close(sv[0]);
+  ::close(sv[1]);
+}
+
 TEST(Io, PollReportsReadiness) {
   REQUIRE_BACKEND();
   auto rt = test_runtime(2, io_opts());

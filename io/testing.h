@@ -19,4 +19,8 @@ void set_ring_entries(unsigned sq, unsigned cq);
 // batching do not depend on how fast the machine switches. Runs on: any OS thread.
 void set_batch_delay(absl::Duration d);
 
+// The buffer pool of worker rings that create theirs from now on (0, 0: kPoolBuffers of
+// kPoolBufferSize bytes; `buffers` a power of two), so that a test can run it dry.
+void set_pool(unsigned buffers, unsigned size);
+
 }  // namespace lwkt::io::testing

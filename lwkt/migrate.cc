@@ -54,6 +54,10 @@ void setcpu_self(int cpu) {
   LWKT_ASSERT(td->td_critcount == 0, td,
               "migration inside a critical section (td_critcount=%d)", td->td_critcount);
   LWKT_ASSERT(td->td_cscount == 0, td, "migration while mastering a cpusync");
+  LWKT_ASSERT(td->td_io_inflight == 0, td,
+              "setcpu_self of a thread that owns %u armed I/O object(s) (io/io.h: an "
+              "io::listener or io::pooled_receiver keeps its thread on its worker)",
+              td->td_io_inflight);
   globaldata* target = gd->gd_runtime->gds[static_cast<std::size_t>(cpu)];
   if (target == gd) return;
   ++td->td_critcount;
@@ -88,8 +92,8 @@ void giveaway(thread* td) {
               "preemption chain (flags=0x%x)",
               td->td_flags);
   LWKT_ASSERT(td->td_io_inflight == 0, td,
-              "giveaway of a thread with %u I/O operation(s) in flight (io/io.h: a thread "
-              "waiting for I/O stays on its worker until the operation completes)",
+              "giveaway of a thread with %u I/O operation(s) in flight or armed I/O object(s) "
+              "(io/io.h: such a thread stays on its worker)",
               td->td_io_inflight);
   ++gd->gd_curthread->td_critcount;
   // Queued (a schedule that arrived, perhaps a stray one): it travels runnable. The run

@@ -91,12 +91,14 @@ void kern_yield(int pri);
 // survive. Caution: code must not keep pointers to the old worker's per-worker data, nor
 // thread_local addresses, across this call (or any call that may switch): the thread now
 // runs on another OS thread. Use per_worker<T>::local() (lwkt/per_worker.h), which re-reads.
-// Requires: not in a critical section; not mastering a cpusync. Runs on: an lwkt thread.
+// Requires: not in a critical section; not mastering a cpusync; owning no io::listener or
+// io::pooled_receiver (io/io.h; aborts naming the thread). Runs on: an lwkt thread.
 void setcpu_self(int cpu);
 void migratecpu(int cpu);
 // Pull migration: the owner gives away a thread that is not running (nor exiting,
-// migrating, parked under a preemption chain, or waiting for an I/O operation of io/io.h:
-// aborts otherwise, naming the thread); the destination worker
+// migrating, parked under a preemption chain, or waiting for an I/O operation of io/io.h
+// or owning an io::listener / io::pooled_receiver: aborts otherwise, naming the thread);
+// the destination worker
 // then acquires it (and schedules it as it likes). A thread on the run queue is taken off it
 // and stays runnable: acquire() queues it. (A thread its caller knows to be blocked may
 // still be queued: schedules from other workers are asynchronous, and a blocked thread may

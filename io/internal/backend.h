@@ -23,6 +23,7 @@ struct worker_base {
   explicit worker_base(backend_kind k) : kind(k) {}
   const backend_kind kind;
   counter ops, submits, reaps, waits, sq_full, cq_overflows, cancels;
+  counter pool_enobufs;  // multishot recvs the kernel ended for want of a pool buffer
 };
 
 }  // namespace lwkt::io::internal

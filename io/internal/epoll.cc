@@ -186,7 +186,12 @@ int wait_ready(epoll_worker* w, int fd, std::uint32_t events, absl::Time deadlin
       if (left <= absl::ZeroDuration()) left = absl::Nanoseconds(1);
     }
     const int e = tsleep(&r, PINTERLOCKED | (interruptible ? PCATCH : 0), wmesg, left);
-    if (r.woken) break;
+    if (r.woken) {
+      // Ready, and maybe interrupted too: tsleep consumed the request; give it back for
+      // the thread's next interruptible wait (the caller's call goes on and succeeds).
+      if (e == EINTR || e == ERESTART) lwkt::interrupt(td, e == ERESTART);
+      break;
+    }
     if (e == EINTR || e == ERESTART || (e == EWOULDBLOCK && absl::Now() >= deadline)) {
       result = e == EWOULDBLOCK ? ETIMEDOUT : e;
       crit_enter();

@@ -2,6 +2,7 @@
 // switch points, the idle wait, worker exit) and completion reaping.
 #include "io/internal/uring.h"
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -18,6 +19,7 @@
 #include "lwkt/internal/assert.h"
 #include "lwkt/internal/clock.h"
 #include "lwkt/sched.h"
+#include "lwkt/sleep.h"
 
 namespace lwkt::io {
 namespace internal {
@@ -156,6 +158,15 @@ unsigned reap(uring_worker* w, bool wake) {
       rearm = true;
     } else if (ud == kIgnoreTag || ud == 0 || ud == LIBURING_UDATA_TIMEOUT) {
       // a cancel request's own answer, or liburing's internal wait timeout
+    } else if ((ud & 7) == kMultishotBit) {
+      auto* m = reinterpret_cast<multishot*>(ud & ~std::uint64_t{7});
+      m->on_cqe(m, w, cqe->res, cqe->flags);
+      w->ops.add();
+      if (!(cqe->flags & IORING_CQE_F_MORE)) {
+        m->armed = false;  // the kernel posts no more for it
+        --w->inflight;
+      }
+      if (wake && m->waiter) lwkt::internal::io_wake(m->waiter, m);
     } else {
       op* o = reinterpret_cast<op*>(ud);
       o->res = cqe->res;
@@ -259,6 +270,14 @@ void uring_exit(worker_io* wio) {
                  "lwkt: io: worker stopping with %u operation(s) that did not finish within "
                  "2 s of their cancellation; closing the ring\n", left);
   }
+  if (buffer_pool* bp = w->pool) {
+    (void)io_uring_unregister_buf_ring(&w->ring, 0);
+    munmap(bp->br, bp->ring_bytes);
+    munmap(bp->bufs, bp->bufs_bytes);
+    delete[] bp->next;
+    delete[] bp->len;
+    delete bp;
+  }
   io_uring_queue_exit(&w->ring);
   wio->state.store(nullptr, std::memory_order_release);
   wio->busy = 0;
@@ -339,13 +358,68 @@ void submit_now(uring_worker* w) {
   if (worker_io* wio = slot_of(w)) sync_busy(w, wio);
 }
 
-void cancel(uring_worker* w, op* o) {
+void cancel(uring_worker* w, op* o) { cancel_data(w, reinterpret_cast<std::uint64_t>(o)); }
+
+void cancel_data(uring_worker* w, std::uint64_t user_data) {
   io_uring_sqe* sqe = get_sqe(w);
-  io_uring_prep_cancel64(sqe, reinterpret_cast<std::uint64_t>(o), 0);
+  io_uring_prep_cancel64(sqe, user_data, 0);
   io_uring_sqe_set_data64(sqe, kIgnoreTag);
   if (w->skip_success) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
   w->cancels.add();
   submit_now(w);
+}
+
+int ensure_pool(uring_worker* w, unsigned n, unsigned size) {
+  if (w->pool) return 0;
+  auto* bp = new buffer_pool;
+  bp->n = n;
+  bp->size = size;
+  // liburing 2.4's io_uring_setup_buf_ring, on 2.3's calls: a page-aligned ring of n
+  // entries (n a power of two), registered as buffer group 0, then filled.
+  bp->ring_bytes = n * sizeof(io_uring_buf);
+  void* ring = mmap(nullptr, bp->ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+  bp->bufs_bytes = static_cast<std::size_t>(n) * size;
+  void* bufs = mmap(nullptr, bp->bufs_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+  if (ring == MAP_FAILED || bufs == MAP_FAILED) {
+    const int e = errno;
+    if (ring != MAP_FAILED) munmap(ring, bp->ring_bytes);
+    if (bufs != MAP_FAILED) munmap(bufs, bp->bufs_bytes);
+    delete bp;
+    return e;
+  }
+  bp->br = static_cast<io_uring_buf_ring*>(ring);
+  bp->bufs = static_cast<char*>(bufs);
+  io_uring_buf_reg reg{};
+  reg.ring_addr = reinterpret_cast<std::uint64_t>(ring);
+  reg.ring_entries = n;
+  reg.bgid = 0;
+  if (int r = io_uring_register_buf_ring(&w->ring, &reg, 0); r != 0) {
+    munmap(ring, bp->ring_bytes);
+    munmap(bufs, bp->bufs_bytes);
+    delete bp;
+    return -r;
+  }
+  io_uring_buf_ring_init(bp->br);
+  bp->next = new int[n];
+  bp->len = new unsigned[n];
+  const int mask = io_uring_buf_ring_mask(n);
+  for (unsigned i = 0; i < n; ++i) {
+    io_uring_buf_ring_add(bp->br, bp->bufs + static_cast<std::size_t>(i) * size, size,
+                          static_cast<unsigned short>(i), mask, static_cast<int>(i));
+  }
+  io_uring_buf_ring_advance(bp->br, static_cast<int>(n));  // store-release of the tail
+  bp->free_count = n;
+  w->pool = bp;
+  return 0;
+}
+
+void pool_release(uring_worker* w, unsigned bid) {
+  buffer_pool* bp = w->pool;
+  io_uring_buf_ring_add(bp->br, bp->bufs + static_cast<std::size_t>(bid) * bp->size, bp->size,
+                        static_cast<unsigned short>(bid), io_uring_buf_ring_mask(bp->n), 0);
+  io_uring_buf_ring_advance(bp->br, 1);
+  ++bp->free_count;
+  if (bp->waiters) wakeup_mycpu(bp);  // receivers waiting for a free buffer to re-arm
 }
 
 }  // namespace internal

@@ -25,6 +25,32 @@ namespace lwkt::io::internal {
 
 inline constexpr std::uint64_t kKickTag = 1;     // the armed read of the parker's eventfd
 inline constexpr std::uint64_t kIgnoreTag = 3;   // cancel requests: their CQEs carry nothing
+inline constexpr std::uint64_t kMultishotBit = 2;  // user_data = (multishot address) | 2
+
+struct uring_worker;
+
+// A multishot operation (io::listener, io::pooled_receiver): one SQE, many CQEs. Lives in
+// its owner object; the reaper hands each CQE to on_cqe and wakes the waiter, if any.
+struct multishot {
+  thread* waiter = nullptr;  // the owner thread while it sleeps for the next CQE
+  bool armed = false;        // the kernel may still post CQEs for it (counted in inflight)
+  void (*on_cqe)(multishot* m, uring_worker* w, std::int32_t res, std::uint32_t flags) = nullptr;
+};
+
+// The worker's provided-buffer ring (buffer group 0), created with the first
+// pooled_receiver. Buffer i is bufs + i * size. A buffer is in the kernel's ring, or
+// queued on one receiver (next[] links its queue, len[] its byte count), or held by one.
+struct buffer_pool {
+  io_uring_buf_ring* br = nullptr;
+  std::size_t ring_bytes = 0;
+  char* bufs = nullptr;
+  std::size_t bufs_bytes = 0;
+  unsigned n = 0, size = 0;
+  unsigned free_count = 0;       // buffers in the kernel's ring
+  unsigned waiters = 0;          // receivers sleeping until a buffer is free
+  int* next = nullptr;
+  unsigned* len = nullptr;
+};
 
 // An operation in flight: lives on the waiting thread's stack until its CQE is reaped.
 struct op {
@@ -44,7 +70,13 @@ struct uring_worker : worker_base {
   std::uint64_t first_prepared = 0;  // cheap-clock time of the oldest unsubmitted SQE
   std::uint64_t kick_buf = 0;     // the eventfd read's destination
   int kick_fd = -1;
+  buffer_pool* pool = nullptr;    // pooled_receiver's buffers, created on first use
 };
+
+// Creates the worker's buffer pool (`n` buffers of `size` bytes); 0 or an errno.
+int ensure_pool(uring_worker* w, unsigned n, unsigned size);
+// Gives buffer `bid` back to the kernel's ring.
+void pool_release(uring_worker* w, unsigned bid);
 
 // The calling worker's ring, created on first use; null with `*err` set (an errno) when
 // the ring cannot be created.
@@ -56,6 +88,8 @@ io_uring_sqe* get_sqe(uring_worker* w);
 
 // Prepares a cancel of `o` and submits it at once. Inside a critical section.
 void cancel(uring_worker* w, op* o);
+// The same for any user_data (a multishot's tagged address).
+void cancel_data(uring_worker* w, std::uint64_t user_data);
 
 // Submits everything prepared now. Inside a critical section.
 void submit_now(uring_worker* w);
