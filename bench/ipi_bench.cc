@@ -27,6 +27,7 @@
 
 #include "bench/bench_util.h"
 #include "io/io.h"
+#include "io/testing.h"
 #include "ipiq/ring.h"
 #include "lwkt/internal/clock.h"
 #include "lwkt/internal/ipi_internal.h"
@@ -203,9 +204,12 @@ namespace {
 std::atomic<std::uint64_t> g_woke_at;
 void stamp(void*) { g_woke_at.store(lwkt::internal::cheap_clock(), std::memory_order_release); }
 
-// in_ring: worker 1 first does an I/O operation, so from then on it parks in its io_uring
-// and is kicked through the eventfd read armed there (io/io.h), whatever `kick` says.
-void wake_latency(benchmark::State& state, ipiq::kick_mechanism kick, bool in_ring = false) {
+// in_ring: both workers first do an I/O operation, so from then on worker 1 parks in its
+// io_uring, whatever `kick` says, and worker 0 kicks it through IORING_OP_MSG_RING from its
+// own ring (msg_ring) or through the eventfd read armed in worker 1's ring.
+void wake_latency(benchmark::State& state, ipiq::kick_mechanism kick, bool in_ring = false,
+                  bool msg_ring = false) {
+  lwkt::io::testing::set_msg_ring_kicks(msg_ring);
   Runtime::Options o;
   o.workers = 2;
   o.idle_spin = absl::ZeroDuration();
@@ -220,9 +224,17 @@ void wake_latency(benchmark::State& state, ipiq::kick_mechanism kick, bool in_ri
   if (in_ring) {
     lwkt::thread_options w1;
     w1.worker = 1;
-    // Any operation creates the worker's ring (this one, past its deadline, then returns).
-    auto t = rt->spawn([] { (void)lwkt::io::poll(0, POLLIN, absl::InfinitePast()); }, w1);
-    t->join();
+    // A worker's first operation creates its ring (this one completes at once).
+    for (int w : {0, 1}) {
+      w1.worker = w;
+      auto t = rt->spawn([] {
+        int q[2];
+        if (pipe(q) != 0 || !lwkt::io::poll(q[1], POLLOUT).ok()) std::abort();
+        close(q[0]);
+        close(q[1]);
+      }, w1);
+      t->join();
+    }
   }
   std::vector<double> ns;
   const double per_ns = lwkt::internal::ticks_per_us() / 1000.0;
@@ -260,6 +272,10 @@ void BM_WakeLatency_IoRingEventfd(benchmark::State& state) {
   wake_latency(state, ipiq::kick_mechanism::futex, true);
 }
 BENCHMARK(BM_WakeLatency_IoRingEventfd)->Iterations(2000)->UseRealTime();
+void BM_WakeLatency_IoRingMsgRing(benchmark::State& state) {
+  wake_latency(state, ipiq::kick_mechanism::futex, true, true);
+}
+BENCHMARK(BM_WakeLatency_IoRingMsgRing)->Iterations(2000)->UseRealTime();
 
 }  // namespace
 

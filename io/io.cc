@@ -320,6 +320,7 @@ io_stats stats() {
     s.cq_overflows += w->cq_overflows.get();
     s.cancels += w->cancels.get();
     s.pool_enobufs += w->pool_enobufs.get();
+    s.msg_ring_kicks += w->msg_ring_kicks.get();
   }
   return s;
 }

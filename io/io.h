@@ -217,6 +217,7 @@ struct io_stats {
   std::uint64_t cq_overflows = 0;   // times the kernel held completions back (CQ full)
   std::uint64_t cancels = 0;        // cancellations sent (deadlines, interrupts, exit)
   std::uint64_t pool_enobufs = 0;   // pooled_receiver recvs ended by an empty buffer pool
+  std::uint64_t msg_ring_kicks = 0; // parked workers woken ring to ring (IORING_OP_MSG_RING)
 };
 io_stats stats();
 

@@ -430,10 +430,23 @@ TEST(Io, SubmissionsAreBatched) {
   ::close(efd);
 }
 
-// Kicks reach a worker parked in its ring: wakeups from another worker and from outside.
-TEST(Io, ParkedInTheRingWorkerIsWokenByEveryKick) {
+// Kicks reach a worker parked in its ring: wakeups from another worker (which has a ring
+// too: IORING_OP_MSG_RING from it, or the eventfd) and from outside (the eventfd).
+class IoKick : public ::testing::TestWithParam<bool> {};
+INSTANTIATE_TEST_SUITE_P(MsgRing, IoKick, ::testing::Bool());
+
+TEST_P(IoKick, ParkedInTheRingWorkerIsWokenByEveryKick) {
   REQUIRE_BACKEND();
+  testing::set_msg_ring_kicks(GetParam());
   auto rt = test_runtime(2, io_opts());
+  // Worker 0 gets a ring of its own: its kicks can then go ring to ring.
+  run_on(*rt, [] {
+    int q[2];
+    ASSERT_EQ(pipe(q), 0);
+    EXPECT_TRUE(poll(q[1], POLLOUT).ok());
+    ::close(q[0]);
+    ::close(q[1]);
+  }, 0);
   int p[2];
   ASSERT_EQ(pipe(p), 0);
   std::atomic<bool> flag{false};
@@ -464,8 +477,16 @@ TEST(Io, ParkedInTheRingWorkerIsWokenByEveryKick) {
   }
   ASSERT_EQ(::write(p[1], "x", 1), 1);
   io_thread->join();
+  io_stats s;
+  run_on(*rt, [&] { s = stats(); }, 0);
+  if (GetParam() && test_backend() == io_backend::io_uring) {
+    EXPECT_GT(s.msg_ring_kicks, 0u);  // the ring-to-ring path was taken
+  } else {
+    EXPECT_EQ(s.msg_ring_kicks, 0u);
+  }
   ::close(p[0]);
   ::close(p[1]);
+  testing::set_msg_ring_kicks(true);
 }
 
 TEST(Io, NoDescriptorLeftBehind) {

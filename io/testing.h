@@ -23,4 +23,8 @@ void set_batch_delay(absl::Duration d);
 // kPoolBufferSize bytes; `buffers` a power of two), so that a test can run it dry.
 void set_pool(unsigned buffers, unsigned size);
 
+// Whether a worker with a ring kicks a parked worker with a ring through IORING_OP_MSG_RING
+// (default) or through the parker's eventfd. Runs on: any OS thread.
+void set_msg_ring_kicks(bool on);
+
 }  // namespace lwkt::io::testing

@@ -122,6 +122,14 @@ class parker {
   // Returns true if this call performed the wake (a system call).
   // Runs on: any OS thread.
   bool kick() {
+    return kick_via([] { return false; });
+  }
+
+  // The same, but the producer that wins the wake first tries `wake()` (for example an
+  // io_uring message into the consumer's ring, which its sleep also ends on); when that
+  // returns false, the mechanism's own wake follows. Runs on: any OS thread.
+  template <class Wake>
+  bool kick_via(Wake&& wake) {
     chaos::point(chaos::kKick);
     // ordering: store-load barrier, pairs with the fence in prepare_park(): the work
     // published before this point must be ordered before the load of _state below.
@@ -129,6 +137,7 @@ class parker {
     if (_state.load(std::memory_order_relaxed) != kParked) return false;
     // acq_rel: only one of several concurrent producers wins the swap and pays the syscall.
     if (_state.exchange(kRunning, std::memory_order_acq_rel) != kParked) return false;
+    if (wake()) return true;
     if (_mech.load(std::memory_order_relaxed) == kick_mechanism::eventfd) {
       const std::uint64_t one = 1;
       (void)!write(_efd, &one, sizeof one);

@@ -12,6 +12,7 @@
 #include <new>
 
 #include "lwkt/internal/clock.h"
+#include "lwkt/internal/io_hook.h"
 #include "lwkt/internal/runtime_state.h"
 #include "lwkt/internal/sanitizers.h"
 #include "lwkt/internal/sched_internal.h"
@@ -133,7 +134,7 @@ void wait_for_room(globaldata* me, globaldata* target, ipiq::ring& r, std::uint3
   // outer wait's level afterwards, not 0.
   const std::uint32_t outer_level = r.drain();
   r.set_drain(low + 1);  // "drain me down to `low`" (0 means not blocked)
-  target->gd_parker.kick();  // passive sends may have filled the ring of a parked target
+  internal::kick_worker(target);  // passive sends may have filled the ring of a parked target
   const std::uint64_t start = cheap_clock();
   const std::uint64_t second = ns_to_ticks(1000000000);
   bool warned = false;
@@ -144,7 +145,7 @@ void wait_for_room(globaldata* me, globaldata* target, ipiq::ring& r, std::uint3
       warned = true;
       std::fprintf(stderr, "lwkt: worker %d waited 1 s for room in its ring to worker %d\n",
                    me->gd_cpuid, target->gd_cpuid);
-      target->gd_parker.kick();
+      internal::kick_worker(target);
     }
   }
   r.set_drain(outer_level);
@@ -186,7 +187,7 @@ std::uint32_t send_entry(globaldata* me, globaldata* target, const ipiq::ipi_ent
   const std::uint32_t seq = r.push(e);
   me->gd_stats.ipis_sent.add();
   flag_ring(me, target);
-  if (!passive) target->gd_parker.kick();
+  if (!passive) internal::kick_worker(target);
   crit_exit();
   return seq;
 }
@@ -445,7 +446,7 @@ void wait_ipiq(int cpu, std::uint32_t seq) {
   const ipiq::ring& r = *rp;
   ++me->gd_curthread->td_critcount;
   // Passive messages may sit in a parked target's ring: wake it now rather than wait.
-  if (static_cast<std::int32_t>(r.xindex() - seq) < 0) target->gd_parker.kick();
+  if (static_cast<std::int32_t>(r.xindex() - seq) < 0) internal::kick_worker(target);
   const std::uint64_t start = internal::cheap_clock();
   bool warned = false;
   while (static_cast<std::int32_t>(r.xindex() - seq) < 0) {
@@ -455,7 +456,7 @@ void wait_ipiq(int cpu, std::uint32_t seq) {
       warned = true;
       std::fprintf(stderr, "lwkt: worker %d waited 1 s in wait_ipiq for worker %d\n",
                    me->gd_cpuid, cpu);
-      target->gd_parker.kick();
+      internal::kick_worker(target);
     }
   }
   crit_exit();

@@ -4,6 +4,7 @@
 
 #include "ipiq/internal/chaos.h"
 #include "lwkt/internal/clock.h"
+#include "lwkt/internal/io_hook.h"
 #include "lwkt/internal/runtime_state.h"
 #include "lwkt/internal/ipi_internal.h"
 #include "lwkt/ipi.h"
@@ -26,7 +27,7 @@ void post(globaldata* gd, ipiq::inbox_msg* msg) {
     // later one, so its take_all sees the push). Modelled: ipiq/model/inbox_flag.pml.
     gd->gd_reqflags.fetch_or(RQF_IPIQ, std::memory_order_seq_cst);
   }
-  gd->gd_parker.kick();
+  kick_worker(gd);
 }
 
 void drain_all(globaldata* gd) {

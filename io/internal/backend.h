@@ -24,6 +24,7 @@ struct worker_base {
   const backend_kind kind;
   counter ops, submits, reaps, waits, sq_full, cq_overflows, cancels;
   counter pool_enobufs;  // multishot recvs the kernel ended for want of a pool buffer
+  counter msg_ring_kicks;  // parked workers this one woke through IORING_OP_MSG_RING
 };
 
 }  // namespace lwkt::io::internal

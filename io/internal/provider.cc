@@ -69,7 +69,9 @@ bool ready(worker_io* wio) { return kind_of(wio) == kUring ? uring_ready(wio) : 
 
 void worker_exit(worker_io* wio) { kind_of(wio) == kUring ? uring_exit(wio) : epoll_exit(wio); }
 
-const lwkt::internal::io_provider kProvider = {configure, flush, wait, ready, worker_exit};
+bool kick(worker_io* target) { return uring_kick(target); }  // -1 ring_fd on epoll: false
+
+const lwkt::internal::io_provider kProvider = {configure, flush, wait, ready, worker_exit, kick};
 
 // Installs the provider before main: a program that links //io has I/O.
 const bool g_installed = (lwkt::internal::install_io_provider(&kProvider), true);

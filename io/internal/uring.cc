@@ -36,6 +36,7 @@ constexpr std::int64_t kBatchDelayNs = 20'000;
 std::atomic<std::int64_t> g_batch_delay_ns{kBatchDelayNs};  // testing::set_batch_delay
 
 std::atomic<int> g_injected_setup_error{0};
+std::atomic<bool> g_msg_ring_kicks{true};  // testing::set_msg_ring_kicks
 std::atomic<unsigned> g_sq_entries{0};  // testing::set_ring_entries; 0: kSqEntries
 std::atomic<unsigned> g_cq_entries{0};
 
@@ -156,8 +157,9 @@ unsigned reap(uring_worker* w, bool wake) {
     const std::uint64_t ud = cqe->user_data;
     if (ud == kKickTag) {
       rearm = true;
-    } else if (ud == kIgnoreTag || ud == 0 || ud == LIBURING_UDATA_TIMEOUT) {
-      // a cancel request's own answer, or liburing's internal wait timeout
+    } else if (ud == kIgnoreTag || ud == kMsgKickTag || ud == 0 || ud == LIBURING_UDATA_TIMEOUT) {
+      // a cancel request's own answer, a kick (its job was to end the wait), or liburing's
+      // internal wait timeout
     } else if ((ud & 7) == kMultishotBit) {
       auto* m = reinterpret_cast<multishot*>(ud & ~std::uint64_t{7});
       m->on_cqe(m, w, cqe->res, cqe->flags);
@@ -270,6 +272,7 @@ void uring_exit(worker_io* wio) {
                  "lwkt: io: worker stopping with %u operation(s) that did not finish within "
                  "2 s of their cancellation; closing the ring\n", left);
   }
+  wio->ring_fd.store(-1, std::memory_order_release);  // no more kicks into this ring
   if (buffer_pool* bp = w->pool) {
     (void)io_uring_unregister_buf_ring(&w->ring, 0);
     munmap(bp->br, bp->ring_bytes);
@@ -282,6 +285,27 @@ void uring_exit(worker_io* wio) {
   wio->state.store(nullptr, std::memory_order_release);
   wio->busy = 0;
   delete w;
+}
+
+bool uring_kick(worker_io* target) {
+  if (!g_msg_ring_kicks.load(std::memory_order_relaxed)) return false;
+  const int fd = target->ring_fd.load(std::memory_order_acquire);
+  worker_io* me = lwkt::internal::my_worker_io();
+  if (fd < 0 || me == nullptr || me == target) return false;
+  auto* w = static_cast<uring_worker*>(me->state.load(std::memory_order_relaxed));
+  if (w == nullptr || w->kind != kUring) return false;
+  // From our own ring (single issuer: we are its worker). A plain increment, not
+  // crit_enter/crit_exit: the kick is part of a send, which must not run handlers here.
+  thread* td = curthread();
+  ++td->td_critcount;
+  io_uring_sqe* sqe = get_sqe(w);
+  io_uring_prep_msg_ring(sqe, fd, 0, kMsgKickTag, 0);
+  io_uring_sqe_set_data64(sqe, kIgnoreTag);
+  if (w->skip_success) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+  submit_now(w);
+  --td->td_critcount;
+  w->msg_ring_kicks.add();
+  return true;
 }
 
 int probe_uring(unsigned* flags, unsigned* features) {
@@ -324,6 +348,7 @@ uring_worker* my_ring(worker_io* wio, int* err) {
   arm_kick(w);
   // release: io::stats() on another worker reads the counters through this pointer.
   wio->state.store(w, std::memory_order_release);
+  wio->ring_fd.store(w->ring.ring_fd, std::memory_order_release);
   sync_busy(w, wio);
   crit_exit();
   return w;
@@ -428,6 +453,10 @@ namespace testing {
 void inject_setup_error(int err) {
   internal::g_injected_setup_error.store(err, std::memory_order_relaxed);
 }
+void set_msg_ring_kicks(bool on) {
+  internal::g_msg_ring_kicks.store(on, std::memory_order_relaxed);
+}
+
 void set_batch_delay(absl::Duration d) {
   internal::g_batch_delay_ns.store(absl::ToInt64Nanoseconds(d), std::memory_order_relaxed);
 }

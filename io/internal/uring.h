@@ -26,6 +26,7 @@ namespace lwkt::io::internal {
 inline constexpr std::uint64_t kKickTag = 1;     // the armed read of the parker's eventfd
 inline constexpr std::uint64_t kIgnoreTag = 3;   // cancel requests: their CQEs carry nothing
 inline constexpr std::uint64_t kMultishotBit = 2;  // user_data = (multishot address) | 2
+inline constexpr std::uint64_t kMsgKickTag = 5;    // a kick another worker posted (MSG_RING)
 
 struct uring_worker;
 
@@ -107,5 +108,6 @@ void uring_flush(lwkt::internal::worker_io* wio, bool idle);
 void uring_wait(lwkt::internal::worker_io* wio, const struct timespec* timeout);
 bool uring_ready(lwkt::internal::worker_io* wio);
 void uring_exit(lwkt::internal::worker_io* wio);
+bool uring_kick(lwkt::internal::worker_io* target);
 
 }  // namespace lwkt::io::internal

@@ -42,6 +42,15 @@ std::vector<worker_io*> runtime_worker_ios() {
   return v;
 }
 
+void kick_worker(globaldata* target) {
+  const io_provider* p = target->gd_runtime->io;
+  if (p == nullptr) {
+    target->gd_parker.kick();
+    return;
+  }
+  target->gd_parker.kick_via([&] { return p->kick(&target->gd_io); });
+}
+
 void io_flush(globaldata* gd, bool idle) { gd->gd_runtime->io->flush(&gd->gd_io, idle); }
 
 void io_wake(thread* td, const void* ident) {

@@ -48,7 +48,14 @@ struct io_provider {
   bool (*ready)(worker_io* io);
   // Owner, once, when the worker stops: cancel and reap everything in flight, free state.
   void (*worker_exit)(worker_io* io);
+  // A producer that won the wake of `target`, parked in its ring: wake it from the
+  // calling worker's own ring (true), or leave it to the parker's eventfd (false).
+  bool (*kick)(worker_io* target);
 };
+
+// Wakes `target` if it is parked (the parker's kick), through the I/O provider's kick
+// when both sides can. The one kick every cross-worker send uses. Runs on: any OS thread.
+void kick_worker(globaldata* target);
 
 // Installed once, before any Runtime is created (//io's static initialiser).
 void install_io_provider(const io_provider* p);
