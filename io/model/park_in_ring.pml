@@ -7,7 +7,9 @@
  * Actors:
  *   producer(id)  NMSG times: push a message (the ring/inbox, abstracted to a counter and a
  *                 flag, as in ipiq/model/park_kick.pml), fence, then kick: if the parker
- *                 state is parked, swap it to running and write the eventfd (count++).
+ *                 state is parked, swap it to running and wake it: write the eventfd
+ *                 (count++), or, when the producer is a worker with a ring of its own, post
+ *                 a CQE straight into the consumer's ring (IORING_OP_MSG_RING); either.
  *   kernel        the parts of io_uring the protocol relies on: an armed read of the eventfd
  *                 completes as soon as the count is non-zero (count = 0, one CQE); a
  *                 submitted I/O operation completes at some point (one CQE).
@@ -34,6 +36,8 @@
  *                    operation is done, the re-armed read is never submitted. (Either
  *                    change alone is safe: the other submit covers it.)
  *   NO_RECHECK       the consumer sleeps right after announcing, without re-checking.
+ *   MSG_LOST         the consumer's reaper drops a MSG_RING CQE without counting it as a
+ *                    completion (its wait does not end on it).
  */
 #define NPROD 2
 #define NMSG 2
@@ -47,6 +51,7 @@ bit read_armed;      /* the eventfd read is in the kernel */
 bit read_prepared;   /* its SQE is prepared, not yet submitted */
 byte cq;             /* CQEs in the completion queue: kicks and the operation */
 bit kick_cqe;        /* one of them is the read's */
+byte msg_cqe;        /* kicks posted by MSG_RING */
 bit op_inflight;     /* the worker's I/O operation is submitted, not completed */
 bit op_cqe;          /* its CQE is in the queue */
 bit op_done;         /* reaped: its thread may run */
@@ -63,7 +68,15 @@ proctype producer() {
        :: parked == 1 ->
             atomic {
               if
-              :: parked == 1 -> parked = 0; count++
+              :: parked == 1 -> parked = 0;
+                   if
+                   :: count++                       /* the eventfd */
+#ifdef MSG_LOST
+                   :: msg_cqe++                     /* MSG_RING: a CQE the wait misses */
+#else
+                   :: msg_cqe++; cq++               /* MSG_RING: a CQE in the ring */
+#endif
+                   fi
               :: else -> skip
               fi
             }
@@ -96,6 +109,14 @@ inline reap() {
     fi;
     if
     :: op_cqe == 1 -> op_cqe = 0; cq--; op_done = 1
+    :: else -> skip
+    fi;
+    if
+#ifdef MSG_LOST
+    :: msg_cqe > 0 -> msg_cqe--
+#else
+    :: msg_cqe > 0 -> msg_cqe--; cq--      /* nothing to do: it ended the wait */
+#endif
     :: else -> skip
     fi
   }
