@@ -18,6 +18,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <liburing.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -278,7 +279,7 @@ BENCHMARK(BM_Echo_Epoll)->Arg(1)->Arg(64)->UseRealTime();
 // Submit cost: `threads` lwkt threads on one worker share batches of 1,000 operations that
 // complete at once (poll for POLLOUT on an empty pipe); the benchmark's OS thread, on
 // another CPU, hands out a batch and waits for it. ns per operation.
-void submit_cost(benchmark::State& state, int threads) {
+void submit_cost(benchmark::State& state, int threads, bool deadline = false) {
   Runtime::Options o;
   o.workers = 1;
   o.cpus = {0};
@@ -305,7 +306,8 @@ void submit_cost(benchmark::State& state, int threads) {
           continue;
         }
         if (!budget.compare_exchange_weak(b, b - 1)) continue;
-        if (!io::poll(p[1], POLLOUT).ok()) std::abort();
+        const absl::Time dl = deadline ? absl::Now() + absl::Seconds(1) : absl::InfiniteFuture();
+        if (!io::poll(p[1], POLLOUT, dl).ok()) std::abort();
         completed.fetch_add(1, std::memory_order_release);
       }
     }, {.name = "poller", .worker = 0}));
@@ -331,5 +333,50 @@ void BM_IoSubmit_Single(benchmark::State& state) { submit_cost(state, 1); }
 BENCHMARK(BM_IoSubmit_Single)->UseRealTime();
 void BM_IoSubmit_Batched(benchmark::State& state) { submit_cost(state, 32); }
 BENCHMARK(BM_IoSubmit_Batched)->UseRealTime();
+
+}  // namespace
+
+namespace {
+
+// Deadlines: what a deadline adds to an operation that completes at once (poll for POLLOUT
+// on an empty pipe). lwkt uses the worker's timer heap (the tsleep timeout):
+// BM_IoSubmit_SingleDeadline vs BM_IoSubmit_Single. The alternative, a linked-timeout SQE
+// per operation, is measured on a bare ring with the same setup flags, without lwkt
+// (BM_IoRaw_PollLinkedTimeout vs BM_IoRaw_Poll), since lwkt does not implement it.
+void BM_IoSubmit_SingleDeadline(benchmark::State& state) { submit_cost(state, 1, true); }
+BENCHMARK(BM_IoSubmit_SingleDeadline)->UseRealTime();
+
+void raw_poll(benchmark::State& state, bool linked_timeout) {
+  io_uring ring;
+  io_uring_params prm{};
+  prm.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+  if (io_uring_queue_init_params(64, &ring, &prm) != 0) {
+    state.SkipWithError("io_uring_queue_init_params failed");
+    return;
+  }
+  lwkt_bench::pin_os_thread(0);
+  int p[2];
+  if (pipe(p) != 0) std::abort();
+  __kernel_timespec ts{1, 0};
+  for (auto _ : state) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+    io_uring_prep_poll_add(sqe, p[1], POLLOUT);
+    unsigned want = 1;
+    if (linked_timeout) {
+      sqe->flags |= IOSQE_IO_LINK;
+      io_uring_prep_link_timeout(io_uring_get_sqe(&ring), &ts, 0);
+      want = 2;  // the poll's CQE and the timeout's (-ECANCELED: the poll came first)
+    }
+    io_uring_submit_and_wait(&ring, want);
+    io_uring_cq_advance(&ring, io_uring_cq_ready(&ring));
+  }
+  ::close(p[0]);
+  ::close(p[1]);
+  io_uring_queue_exit(&ring);
+}
+void BM_IoRaw_Poll(benchmark::State& state) { raw_poll(state, false); }
+BENCHMARK(BM_IoRaw_Poll)->UseRealTime();
+void BM_IoRaw_PollLinkedTimeout(benchmark::State& state) { raw_poll(state, true); }
+BENCHMARK(BM_IoRaw_PollLinkedTimeout)->UseRealTime();
 
 }  // namespace
