@@ -13,6 +13,7 @@
 #include <string>
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -174,6 +175,70 @@ TEST(Echo, ThousandConnectionsOverFourWorkersEveryByteChecked) {
   EXPECT_TRUE(rt->shutdown(absl::Seconds(5)).ok());
   rt.reset();
   EXPECT_EQ(open_fds(), fds_before);
+}
+
+// Shutdown with connections open: each server thread was blocked in recv after replying;
+// shutdown cancels that recv (ECANCELED), the thread closes its connection and exits within
+// the grace period, and every client still receives every byte the server's sends had
+// taken, then end of file. Nothing is abandoned.
+TEST(Echo, ShutdownWithConnectionsOpenClosesThemAndLosesNothingAcknowledged) {
+  const char* b = std::getenv("LWKT_IO_TEST_BACKEND");
+  const io_backend backend =
+      b && std::string(b) == "epoll" ? io_backend::epoll : io_backend::io_uring;
+  if (!Runtime::create({.workers = 1, .io = backend}).ok()) GTEST_SKIP() << "no io_uring here";
+  auto rt = lwkt::testing::test_runtime(2, {.io = backend});
+  constexpr int kConns = 20;
+  constexpr std::size_t kReply = 150000;  // more than the socket buffers: partly in flight
+  std::vector<int> clients;
+  std::atomic<int> closed{0};
+  std::atomic<std::int64_t> acknowledged{0};
+  for (int i = 0; i < kConns; ++i) {
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    clients.push_back(sv[1]);
+    const int fd = sv[0];
+    ASSERT_TRUE(rt->spawn([fd, i, &closed, &acknowledged] {
+      std::string reply(kReply, static_cast<char>('a' + i % 26));
+      std::size_t done = 0;
+      result r = io::send_all(fd, reply.data(), reply.size(), &done);
+      acknowledged += static_cast<std::int64_t>(done);  // what the sends took
+      char c;
+      result rr = r.ok() ? io::recv(fd, &c, 1) : r;  // blocks until shutdown cancels it
+      EXPECT_TRUE(rr.error() == ECANCELED || r.error() == ECANCELED) << rr.to_string();
+      EXPECT_TRUE(io::close(fd).ok() || ::close(fd) == 0);
+      ++closed;
+    }, {.name = "conn", .worker = i % 2}).ok());
+  }
+  // Read part of each reply, so some sends are still waiting for room at shutdown.
+  std::vector<std::size_t> got(kConns, 0);
+  std::vector<char> buf(65536);
+  for (int i = 0; i < kConns; ++i) {
+    const ssize_t n = ::recv(clients[i], buf.data(), 4096, 0);
+    ASSERT_GT(n, 0);
+    got[i] += static_cast<std::size_t>(n);
+  }
+  absl::SleepFor(absl::Milliseconds(20));
+  // Drain concurrently with shutdown so that the blocked sends can finish.
+  std::thread drainer([&] {
+    for (int i = 0; i < kConns; ++i) {
+      for (;;) {
+        const ssize_t n = ::recv(clients[i], buf.data(), buf.size(), 0);
+        if (n <= 0) break;  // end of file: the server closed
+        for (ssize_t k = 0; k < n; ++k) {
+          ASSERT_EQ(buf[static_cast<std::size_t>(k)], static_cast<char>('a' + i % 26));
+        }
+        got[i] += static_cast<std::size_t>(n);
+      }
+    }
+  });
+  absl::Status st = rt->shutdown(absl::Seconds(20));
+  drainer.join();
+  EXPECT_TRUE(st.ok()) << st;
+  EXPECT_EQ(closed.load(), kConns);
+  std::int64_t received = 0;
+  for (std::size_t g : got) received += static_cast<std::int64_t>(g);
+  EXPECT_EQ(received, acknowledged.load());  // every byte a send took arrived
+  for (int c : clients) ::close(c);
 }
 
 }  // namespace

@@ -108,6 +108,7 @@ result run(const char* call, const char* wmesg, absl::Time deadline, bool cancel
   thread* td = io_caller(call);
   lwkt::internal::worker_io* wio = lwkt::internal::my_worker_io();
   if (wio == nullptr) return result::from_res(-ENOSYS);  // this runtime has no I/O
+  if (wio->closing) return result::from_res(-ECANCELED);  // shutdown began
   if (deadline != absl::InfiniteFuture() && absl::Now() >= deadline) {
     return result::from_res(-ETIMEDOUT);  // already past: not started
   }

@@ -27,8 +27,11 @@
 //     The call never returns before its operation has completed (a cancelled one too), so
 //     its buffers may live on the caller's stack and a thread never exits with an
 //     operation in flight.
-//   - No I/O layer (Runtime::Options::io = off, or io_uring unavailable under `automatic`):
-//     every call returns ENOSYS.
+//   - No I/O layer (Runtime::Options::io = off, or //io not linked): every call returns
+//     ENOSYS.
+//   - Runtime::shutdown() cancels every operation in flight and refuses later ones: those
+//     calls return ECANCELED, so a thread blocked in I/O can close its descriptors and exit
+//     within the grace period.
 //
 // Deadlines: every call but close takes an absolute `deadline` (absl::InfiniteFuture():
 // none). When it passes first, the operation is cancelled and the call returns ETIMEDOUT;

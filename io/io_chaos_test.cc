@@ -140,6 +140,7 @@ void writer(run_ctx* c, stream* s, std::uint64_t seed) {
       }
       default: r = write(s->wfd, buf.data(), n, -1, dl); moved = r.ok() ? r.value() : 0; break;
     }
+    if (r.error() == ECANCELED && c->stopping.load()) break;  // shutdown cancels (runtime.h)
     if (!r.ok() && !allowed(r.error())) {
       c->fail(s, "writer: " + r.to_string());
       break;
@@ -214,6 +215,7 @@ void reader(run_ctx* c, stream* s, std::uint64_t seed) {
       }
     }
     if (!r.ok()) {
+      if (r.error() == ECANCELED && c->stopping.load()) break;  // shutdown cancels
       if (!allowed(r.error())) {
         c->fail(s, "reader: " + r.to_string());
         break;

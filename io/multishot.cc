@@ -150,6 +150,7 @@ result listener::accept(absl::Time deadline) {
       return result::from_res(-e);
     }
     if (!s->armed) {
+      if (lwkt::internal::my_worker_io()->closing) return result::from_res(-ECANCELED);
       crit_enter();
       io_uring_sqe* sqe = internal::get_sqe(s->w);
       io_uring_prep_multishot_accept(sqe, s->fd, nullptr, nullptr, SOCK_CLOEXEC);
@@ -272,6 +273,7 @@ result pooled_receiver::recv(const char** data, absl::Time deadline) {
       return result::from_res(-e);
     }
     if (!s->armed) {
+      if (lwkt::internal::my_worker_io()->closing) return result::from_res(-ECANCELED);
       if (s->nobufs) {  // wait for a buffer to come back before re-arming
         ++bp->waiters;
         const int e = internal::wait_until(bp, nullptr, deadline, true, "pool",

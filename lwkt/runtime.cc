@@ -599,6 +599,13 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
     std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
 
+  // Phase 0, I/O: each worker cancels its operations in flight and refuses new ones (the
+  // calls return ECANCELED), so threads blocked in I/O can finish within the grace period.
+  if (rs->io) {
+    for (std::size_t i = 0; i < rs->workers.size(); ++i) {
+      internal::send_ipi(rs->gds[i], internal::io_shutdown_handler, nullptr, 0, nullptr, false);
+    }
+  }
   // Phase 1. (Workers whose OS thread never started have nothing to stop.)
   for (std::size_t i = rs->workers.size(); i < rs->gds.size(); ++i) {
     rs->gds[i]->gd_stopped.store(true, std::memory_order_seq_cst);

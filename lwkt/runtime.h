@@ -228,7 +228,9 @@ class Runtime {
   [[nodiscard]] absl::StatusOr<thread_ref> spawn(void (*fn)(void*), void* arg,
                                                  const thread_options& opts = {});
 
-  // Stops accepting new threads, waits up to `grace` for every lwkt thread to exit, then
+  // Stops accepting new threads; with I/O active (io/io.h), cancels every I/O operation in
+  // flight and refuses new ones (those calls return ECANCELED), so that threads blocked in
+  // I/O can finish; waits up to `grace` for every lwkt thread to exit, then
   // stops and joins the workers and frees every stack. Threads still alive after `grace`
   // (blocked forever) are abandoned: their stacks are freed without unwinding, their
   // thread_refs report abandoned(), and the returned status (FailedPrecondition) names each

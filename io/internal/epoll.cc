@@ -206,6 +206,7 @@ int wait_ready(epoll_worker* w, int fd, std::uint32_t events, absl::Time deadlin
   }
   --td->td_io_inflight;
   *revents = r.revents;
+  if (r.cancelled) return ECANCELED;
   return result;
 }
 
@@ -248,6 +249,20 @@ bool epoll_ready(worker_io* wio) {
   w->nstash = ::epoll_wait(w->ep, w->stash, 64, 0);
   if (w->nstash < 0) w->nstash = 0;
   return w->nstash > 0;
+}
+
+void epoll_cancel_all(worker_io* wio) {
+  auto* w = static_cast<epoll_worker*>(wio->state.load(std::memory_order_relaxed));
+  for (auto& [fd, f] : w->fds) {
+    while (ready_wait* r = f.head) {
+      unlink(f, r);
+      r->cancelled = true;
+      r->woken = true;
+      --w->waiters;
+      lwkt::internal::io_wake(r->td, r);
+    }
+  }
+  sync_busy(w, wio);
 }
 
 void epoll_exit(worker_io* wio) {

@@ -26,6 +26,7 @@ struct ready_wait {
   std::uint32_t events = 0;   // EPOLLIN / EPOLLOUT / ...
   std::uint32_t revents = 0;  // what the wake saw
   bool woken = false;
+  bool cancelled = false;     // shutdown's cancel_all woke it
   ready_wait* next = nullptr;
   ready_wait* prev = nullptr;
 };
@@ -63,5 +64,6 @@ void epoll_flush(lwkt::internal::worker_io* wio, bool idle);
 void epoll_wait_idle(lwkt::internal::worker_io* wio, const struct timespec* timeout);
 bool epoll_ready(lwkt::internal::worker_io* wio);
 void epoll_exit(lwkt::internal::worker_io* wio);
+void epoll_cancel_all(lwkt::internal::worker_io* wio);
 
 }  // namespace lwkt::io::internal

@@ -71,7 +71,12 @@ void worker_exit(worker_io* wio) { kind_of(wio) == kUring ? uring_exit(wio) : ep
 
 bool kick(worker_io* target) { return uring_kick(target); }  // -1 ring_fd on epoll: false
 
-const lwkt::internal::io_provider kProvider = {configure, flush, wait, ready, worker_exit, kick};
+void cancel_all(worker_io* wio) {
+  kind_of(wio) == kUring ? uring_cancel_all(wio) : epoll_cancel_all(wio);
+}
+
+const lwkt::internal::io_provider kProvider = {configure, flush,       wait, ready,
+                                               worker_exit, kick, cancel_all};
 
 // Installs the provider before main: a program that links //io has I/O.
 const bool g_installed = (lwkt::internal::install_io_provider(&kProvider), true);

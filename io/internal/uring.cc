@@ -308,6 +308,16 @@ bool uring_kick(worker_io* target) {
   return true;
 }
 
+void uring_cancel_all(worker_io* wio) {
+  auto* w = static_cast<uring_worker*>(wio->state.load(std::memory_order_relaxed));
+  io_uring_sqe* sqe = get_sqe(w);
+  // Everything, the kick read included (its CQE re-arms it).
+  io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+  io_uring_sqe_set_data64(sqe, kIgnoreTag);
+  w->cancels.add();
+  submit_now(w);
+}
+
 int probe_uring(unsigned* flags, unsigned* features) {
   io_uring ring;
   io_uring_params p{};

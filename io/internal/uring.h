@@ -109,5 +109,6 @@ void uring_wait(lwkt::internal::worker_io* wio, const struct timespec* timeout);
 bool uring_ready(lwkt::internal::worker_io* wio);
 void uring_exit(lwkt::internal::worker_io* wio);
 bool uring_kick(lwkt::internal::worker_io* target);
+void uring_cancel_all(lwkt::internal::worker_io* wio);
 
 }  // namespace lwkt::io::internal

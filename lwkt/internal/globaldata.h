@@ -50,6 +50,7 @@ struct worker_io {
   // freed when it stops; read by others (acquire) only to add up statistics.
   std::atomic<void*> state{nullptr};
   std::uint32_t backend = 0;  // the provider's per-runtime choice (io_config::backend)
+  bool closing = false;       // shutdown began: operations are cancelled, new ones refused
   // The worker's io_uring fd while its ring is open, else -1: another worker's kick may
   // post into it (IORING_OP_MSG_RING). Set (release) by the owner after creating the ring,
   // cleared before closing it; a kick that read a stale value reaches a closed or reused

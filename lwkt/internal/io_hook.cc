@@ -51,6 +51,12 @@ void kick_worker(globaldata* target) {
   target->gd_parker.kick_via([&] { return p->kick(&target->gd_io); });
 }
 
+void io_shutdown_handler(void*, std::intptr_t, void*, void* ctx) {
+  auto* gd = static_cast<globaldata*>(ctx);
+  gd->gd_io.closing = true;
+  if (gd->gd_io.state.load(std::memory_order_relaxed)) gd->gd_runtime->io->cancel_all(&gd->gd_io);
+}
+
 void io_flush(globaldata* gd, bool idle) { gd->gd_runtime->io->flush(&gd->gd_io, idle); }
 
 void io_wake(thread* td, const void* ident) {

@@ -51,7 +51,13 @@ struct io_provider {
   // A producer that won the wake of `target`, parked in its ring: wake it from the
   // calling worker's own ring (true), or leave it to the parker's eventfd (false).
   bool (*kick)(worker_io* target);
+  // Owner, in a message handler when shutdown begins (worker_io::closing is set already):
+  // cancel every operation in flight, so that its call returns ECANCELED.
+  void (*cancel_all)(worker_io* io);
 };
+
+// Shutdown's first step, on each worker: refuse new I/O and cancel what is in flight.
+void io_shutdown_handler(void* arg1, std::intptr_t arg2, void* aux, void* ctx);
 
 // Wakes `target` if it is parked (the parker's kick), through the I/O provider's kick
 // when both sides can. The one kick every cross-worker send uses. Runs on: any OS thread.
