@@ -18,6 +18,7 @@
 
 #include "gtest/gtest.h"
 #include "io/io.h"
+#include "io/test_util.h"
 #include "lwkt/runtime.h"
 #include "lwkt/sched.h"
 #include "lwkt/sleep.h"
@@ -27,13 +28,6 @@
 namespace lwkt::io {
 namespace {
 
-int open_fds() {
-  int n = 0;
-  DIR* d = opendir("/proc/self/fd");
-  while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
-  closedir(d);
-  return n - 1;
-}
 
 struct server_counts {
   std::atomic<int> accepted[4] = {};
@@ -98,25 +92,17 @@ bool client(const sockaddr_in& addr, std::uint32_t seed, std::size_t total,
 }
 
 TEST(Echo, ThousandConnectionsOverFourWorkersEveryByteChecked) {
-  const int fds_before = open_fds();
-  const char* b = std::getenv("LWKT_IO_TEST_BACKEND");  // the //io:*_epoll targets
-  const io_backend backend =
-      b && std::string(b) == "epoll" ? io_backend::epoll : io_backend::io_uring;
+  const int fds_before = test_util::open_fds();
+  const io_backend backend = test_util::test_backend();
   if (!Runtime::create({.workers = 1, .io = backend}).ok()) {
     GTEST_SKIP() << "io_uring unavailable here (qemu-user has no io_uring syscalls); the "
                     "epoll run covers this";
   }
   auto rt = lwkt::testing::test_runtime(4, {.io = backend});
   const int conns = lwkt::testing::scaled(1000);
-  const int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr;
+  const int lfd = test_util::listen_loopback(&addr, 4096);
   ASSERT_GE(lfd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(listen(lfd, 4096), 0);
-  socklen_t alen = sizeof addr;
-  ASSERT_EQ(getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &alen), 0);
 
   server_counts counts;
   std::vector<thread_ref> acceptors;
@@ -174,7 +160,7 @@ TEST(Echo, ThousandConnectionsOverFourWorkersEveryByteChecked) {
               static_cast<long long>(counts.bytes.load()));
   EXPECT_TRUE(rt->shutdown(absl::Seconds(5)).ok());
   rt.reset();
-  EXPECT_EQ(open_fds(), fds_before);
+  EXPECT_EQ(test_util::open_fds(), fds_before);
 }
 
 // Shutdown with connections open: each server thread was blocked in recv after replying;
@@ -182,9 +168,7 @@ TEST(Echo, ThousandConnectionsOverFourWorkersEveryByteChecked) {
 // the grace period, and every client still receives every byte the server's sends had
 // taken, then end of file. Nothing is abandoned.
 TEST(Echo, ShutdownWithConnectionsOpenClosesThemAndLosesNothingAcknowledged) {
-  const char* b = std::getenv("LWKT_IO_TEST_BACKEND");
-  const io_backend backend =
-      b && std::string(b) == "epoll" ? io_backend::epoll : io_backend::io_uring;
+  const io_backend backend = test_util::test_backend();
   if (!Runtime::create({.workers = 1, .io = backend}).ok()) GTEST_SKIP() << "no io_uring here";
   auto rt = lwkt::testing::test_runtime(2, {.io = backend});
   constexpr int kConns = 20;

@@ -35,6 +35,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "io/io.h"
+#include "io/test_util.h"
 #include "lwkt/runtime.h"
 #include "lwkt/sched.h"
 #include "lwkt/sleep.h"
@@ -44,18 +45,10 @@
 namespace lwkt::io {
 namespace {
 
-io_backend test_backend() {
-  const char* b = std::getenv("LWKT_IO_TEST_BACKEND");
-  return b && std::string(b) == "epoll" ? io_backend::epoll : io_backend::io_uring;
-}
+using test_util::open_fds;
+using test_util::test_backend;
 
-int open_fds() {
-  int n = 0;
-  DIR* d = opendir("/proc/self/fd");
-  while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
-  closedir(d);
-  return n - 1;
-}
+
 
 char pattern(std::uint64_t stream, std::uint64_t i) {
   return static_cast<char>((stream * 131 + i * 7 + (i >> 8)) & 0xff);
@@ -282,14 +275,8 @@ bool run_seed(std::uint64_t seed, bool verbose) {
   o.stall_budget = absl::ZeroDuration();
   const bool shut_early = rng() % 4 == 0;
   const int fds_before = open_fds();
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  listen(lfd, 64);
-  socklen_t alen = sizeof addr;
-  getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &alen);
+  sockaddr_in addr;
+  const int lfd = test_util::listen_loopback(&addr, 64);
   const int nstreams = 1 + static_cast<int>(rng() % 6);
   std::vector<std::unique_ptr<stream>> owned;
   bool ok = true;

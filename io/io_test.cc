@@ -22,6 +22,7 @@
 #include "absl/strings/match.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "io/test_util.h"
 #include "io/testing.h"
 #include "lwkt/runtime.h"
 #include "lwkt/sched.h"
@@ -34,21 +35,9 @@ namespace {
 
 using lwkt::testing::run_on;
 using lwkt::testing::test_runtime;
+using test_util::open_fds;
+using test_util::test_backend;
 
-int open_fds() {
-  int n = 0;
-  DIR* d = opendir("/proc/self/fd");
-  while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
-  closedir(d);
-  return n - 1;  // the DIR's own
-}
-
-// The backend under test: io_uring, or epoll when LWKT_IO_TEST_BACKEND=epoll (the
-// //io:*_epoll targets), so every contract is checked on both.
-io_backend test_backend() {
-  const char* b = std::getenv("LWKT_IO_TEST_BACKEND");
-  return b && std::string(b) == "epoll" ? io_backend::epoll : io_backend::io_uring;
-}
 
 Runtime::Options io_opts(Runtime::Options o = {}) {
   o.io = test_backend();

@@ -92,17 +92,34 @@ void disarm(uring_worker* w, multishot* m) {
 }
 
 }  // namespace
+
+// What both objects keep: their owner thread, descriptor and worker ring.
+struct owned_multishot : multishot {
+  thread* owner = nullptr;
+  int fd = -1;
+  uring_worker* w = nullptr;  // null: the epoll backend (the plain calls)
+  int setup_error = 0;        // why there is no ring, if that is why w is null
+  int error = 0;              // the errno that ended the multishot, reported once
+
+  void init(const char* call, int fd_, decltype(multishot::on_cqe) handler) {
+    fd = fd_;
+    on_cqe = handler;
+    w = owner_ring(call, &owner, &setup_error);
+    ++owner->td_io_inflight;  // the owner stays on this worker while the object lives
+  }
+  // The pending error, once (0 when none).
+  int take_error() {
+    const int e = error;
+    error = 0;
+    return e;
+  }
+};
 }  // namespace internal
 
 // ---- listener
 
-struct listener::state : internal::multishot {
-  thread* owner = nullptr;
-  int fd = -1;
-  internal::uring_worker* w = nullptr;  // null: the epoll backend (plain accept)
-  int setup_error = 0;
+struct listener::state : internal::owned_multishot {
   std::deque<int> ready;
-  int error = 0;  // the errno that ended the multishot accept, reported once
 };
 
 namespace {
@@ -117,10 +134,7 @@ void on_accept(internal::multishot* m, internal::uring_worker*, std::int32_t res
 }  // namespace
 
 listener::listener(int listen_fd) : _s(new state) {
-  _s->fd = listen_fd;
-  _s->on_cqe = on_accept;
-  _s->w = internal::owner_ring("io::listener", &_s->owner, &_s->setup_error);
-  ++_s->owner->td_io_inflight;  // stays on this worker while it lives
+  _s->init("io::listener", listen_fd, on_accept);
 }
 
 listener::~listener() {
@@ -144,11 +158,7 @@ result listener::accept(absl::Time deadline) {
       s->ready.pop_front();
       return result::from_res(fd);
     }
-    if (s->error) {
-      const int e = s->error;
-      s->error = 0;
-      return result::from_res(-e);
-    }
+    if (int e = s->take_error()) return result::from_res(-e);
     if (!s->armed) {
       if (lwkt::internal::my_worker_io()->closing) return result::from_res(-ECANCELED);
       crit_enter();
@@ -167,16 +177,11 @@ result listener::accept(absl::Time deadline) {
 
 // ---- pooled_receiver
 
-struct pooled_receiver::state : internal::multishot {
-  thread* owner = nullptr;
-  int fd = -1;
-  internal::uring_worker* w = nullptr;  // null: the epoll backend (own buffer)
-  int setup_error = 0;
+struct pooled_receiver::state : internal::owned_multishot {
   int head = -1, tail = -1;  // queued buffers (buffer_pool::next links)
   int held = -1;             // the buffer the last recv() returned
   bool eof = false;
   bool nobufs = false;       // the kernel ended the recv for want of a buffer: re-arm later
-  int error = 0;
   std::vector<char> own;     // the epoll backend's buffer
 };
 
@@ -213,9 +218,7 @@ void on_recv(internal::multishot* m, internal::uring_worker* w, std::int32_t res
 }  // namespace
 
 pooled_receiver::pooled_receiver(int fd) : _s(new state) {
-  _s->fd = fd;
-  _s->on_cqe = on_recv;
-  _s->w = internal::owner_ring("io::pooled_receiver", &_s->owner, &_s->setup_error);
+  _s->init("io::pooled_receiver", fd, on_recv);
   if (_s->w) {
     const unsigned n = internal::g_pool_buffers.load(std::memory_order_relaxed);
     const unsigned size = internal::g_pool_size.load(std::memory_order_relaxed);
@@ -224,7 +227,6 @@ pooled_receiver::pooled_receiver(int fd) : _s(new state) {
       _s->setup_error = e;
     }
   }
-  ++_s->owner->td_io_inflight;
 }
 
 pooled_receiver::~pooled_receiver() {
@@ -267,11 +269,7 @@ result pooled_receiver::recv(const char** data, absl::Time deadline) {
       return result::from_res(bp->len[b]);
     }
     if (s->eof) return result::from_res(0);
-    if (s->error) {
-      const int e = s->error;
-      s->error = 0;
-      return result::from_res(-e);
-    }
+    if (int e = s->take_error()) return result::from_res(-e);
     if (!s->armed) {
       if (lwkt::internal::my_worker_io()->closing) return result::from_res(-ECANCELED);
       if (s->nobufs) {  // wait for a buffer to come back before re-arming

@@ -20,6 +20,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "io/io.h"
+#include "io/test_util.h"
 #include "io/testing.h"
 #include "lwkt/runtime.h"
 #include "lwkt/sched.h"
@@ -31,11 +32,10 @@ namespace lwkt::io {
 namespace {
 
 using lwkt::testing::run_on;
+using test_util::listen_loopback;
+using test_util::open_fds;
+using test_util::test_backend;
 
-io_backend test_backend() {
-  const char* b = std::getenv("LWKT_IO_TEST_BACKEND");
-  return b && std::string(b) == "epoll" ? io_backend::epoll : io_backend::io_uring;
-}
 
 std::unique_ptr<Runtime> make_runtime(int workers) {
   auto rt = Runtime::create({.workers = workers, .idle_spin = absl::Microseconds(20),
@@ -47,25 +47,7 @@ std::unique_ptr<Runtime> make_runtime(int workers) {
   auto var = make_runtime(n);                                                               \
   if (!var) GTEST_SKIP() << "io_uring unavailable here (qemu-user?); the epoll run covers this"
 
-int open_fds() {
-  int n = 0;
-  DIR* d = opendir("/proc/self/fd");
-  while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
-  closedir(d);
-  return n - 1;
-}
 
-int listen_loopback(sockaddr_in* addr) {
-  const int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  *addr = {};
-  addr->sin_family = AF_INET;
-  addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(bind(lfd, reinterpret_cast<sockaddr*>(addr), sizeof *addr), 0);
-  EXPECT_EQ(listen(lfd, 512), 0);
-  socklen_t len = sizeof *addr;
-  getsockname(lfd, reinterpret_cast<sockaddr*>(addr), &len);
-  return lfd;
-}
 
 int dial(const sockaddr_in& addr) {
   const int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -10,6 +10,7 @@
 
 #include "gtest/gtest.h"
 #include "io/io.h"
+#include "io/test_util.h"
 #include "lwkt/runtime.h"
 #include "lwkt/sleep.h"
 #include "lwkt/thread.h"
@@ -43,14 +44,9 @@ std::vector<lwkt::thread_ref> serve(lwkt::Runtime& rt, int listen_fd) {
 TEST(Readme, EchoServerEchoes) {
   auto rt = lwkt::Runtime::create({.workers = 2});
   ASSERT_TRUE(rt.ok()) << rt.status();
-  const int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(listen(lfd, 64), 0);
-  socklen_t len = sizeof addr;
-  getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len);
+  sockaddr_in addr;
+  const int lfd = lwkt::io::test_util::listen_loopback(&addr, 64);
+  ASSERT_GE(lfd, 0);
   std::vector<lwkt::thread_ref> acceptors = serve(**rt, lfd);
   for (int i = 0; i < 8; ++i) {  // plain blocking clients on this OS thread
     const int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
