@@ -215,7 +215,7 @@ def readme_block(doc, rows, charts, md_rel, out_dir_rel):
     out = [README_BEGIN, "", "From the committed run on **%s** (commit %s; full report: [%s](%s))."
            % (who, m["lwkt_commit"], os.path.basename(md_rel), md_rel), ""]
     out += report_table.markdown(rows, doc.get("matrix")) + [""]
-    for name in ("peers", "roundtrip-cdf", "matrix"):
+    for name in ("peers", "throughput", "roundtrip-cdf", "matrix"):
         if name in charts:
             png, caption = charts[name]
             out += ["%s (%s):" % (caption, who), "",
