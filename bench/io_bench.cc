@@ -5,6 +5,7 @@
 //                           epoll loop does)
 //   BM_Echo_LwktEpoll/<c>   lwkt on its epoll backend (the fallback), default options
 //   BM_Echo_Epoll/<conns>   the same client against a plain single-threaded epoll loop
+//   BM_Echo_Asio/<conns>    ... and against Boost.Asio's async echo server (one thread)
 //   BM_IoSubmit_Single      ns per operation (an immediately-ready poll), one thread
 //   BM_IoSubmit_Batched     the same with 32 threads, whose submissions share enters
 // The client is the same for both servers: one OS thread on CPU 1 with `conns` connections,
@@ -22,7 +23,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <utility>  // Boost 1.74's asio/awaitable.hpp uses std::exchange without it (C++20)
+#include <boost/asio.hpp>
+#include <memory>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -275,6 +280,59 @@ void BM_Echo_Epoll(benchmark::State& state) {
   ::close(lfd);
 }
 BENCHMARK(BM_Echo_Epoll)->Arg(1)->Arg(64)->UseRealTime();
+
+// Boost.Asio (Debian's libboost 1.74), the textbook async echo server: one io_context run
+// by one thread on CPU 0, async_read_some / async_write per connection.
+class asio_session : public std::enable_shared_from_this<asio_session> {
+ public:
+  explicit asio_session(boost::asio::ip::tcp::socket s) : _s(std::move(s)) {}
+  void start() { read(); }
+
+ private:
+  void read() {
+    auto self = shared_from_this();
+    _s.async_read_some(boost::asio::buffer(_buf), [self](boost::system::error_code ec, std::size_t n) {
+      if (ec) return;
+      boost::asio::async_write(self->_s, boost::asio::buffer(self->_buf, n),
+                               [self](boost::system::error_code ec2, std::size_t) {
+                                 if (!ec2) self->read();
+                               });
+    });
+  }
+  boost::asio::ip::tcp::socket _s;
+  std::array<char, 4096> _buf;
+};
+
+void asio_accept(boost::asio::ip::tcp::acceptor& a) {
+  a.async_accept([&a](boost::system::error_code ec, boost::asio::ip::tcp::socket s) {
+    if (ec) return;
+    s.set_option(boost::asio::ip::tcp::no_delay(true));
+    std::make_shared<asio_session>(std::move(s))->start();
+    asio_accept(a);
+  });
+}
+
+void BM_Echo_Asio(benchmark::State& state) {
+  boost::asio::io_context ctx(1);
+  boost::asio::ip::tcp::acceptor acceptor(
+      ctx, boost::asio::ip::tcp::endpoint(boost::asio::ip::address_v4::loopback(), 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(acceptor.local_endpoint().port());
+  asio_accept(acceptor);
+  auto guard = boost::asio::make_work_guard(ctx);
+  std::thread server([&ctx] {
+    lwkt_bench::pin_os_thread(0);
+    ctx.run();
+  });
+  clockid_t server_clock;
+  pthread_getcpuclockid(server.native_handle(), &server_clock);
+  drive(state, addr, [&] { return cpu_ns(server_clock); });
+  ctx.stop();
+  server.join();
+}
+BENCHMARK(BM_Echo_Asio)->Arg(1)->Arg(64)->UseRealTime();
 
 // Submit cost: `threads` lwkt threads on one worker share batches of 1,000 operations that
 // complete at once (poll for POLLOUT on an empty pipe); the benchmark's OS thread, on

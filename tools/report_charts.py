@@ -207,9 +207,10 @@ def throughput(fig, out, machine):
     _bars(out, "TCP echo over loopback: round trips per second, same client (%s)" % machine,
           "round trips per second (log scale)", 1000, 600, 'set datafile missing "NaN"', lines,
           [(2, LWKT, report_table.ECHO_SERVERS[0][1]), (3, LWKT2, report_table.ECHO_SERVERS[1][1]),
-           (4, EXTRA, report_table.ECHO_SERVERS[2][1]), (5, PEER, report_table.ECHO_SERVERS[3][1])])
+           (4, EXTRA, report_table.ECHO_SERVERS[2][1]), (5, PEER, report_table.ECHO_SERVERS[3][1]),
+           (6, FLOOR, report_table.ECHO_SERVERS[4][1])])
     return ("TCP echo throughput: lwkt (blue, purple, green) beside a single-threaded epoll "
-            "loop (orange)")
+            "loop (orange) and Boost.Asio (grey)")
 
 
 CHARTS = [

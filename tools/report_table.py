@@ -65,6 +65,8 @@ ROWS = [
      "BM_Echo_Epoll/1", None, False),
     ("TCP echo, 64 connections, idle_spin 0, vs an epoll loop", "BM_Echo_LwktNoSpin/64",
      "BM_Echo_Epoll/64", None, False),
+    ("TCP echo round trip, 64 connections, vs Boost.Asio", "BM_Echo_Lwkt/64",
+     "BM_Echo_Asio/64", None, False),
     ("TCP echo, 64 connections, lwkt io_uring vs lwkt epoll", "BM_Echo_Lwkt/64",
      "BM_Echo_LwktEpoll/64", None, False),
     ("I/O operation, 32 threads batching vs 1", "BM_IoSubmit_Batched", "BM_IoSubmit_Single",
@@ -208,7 +210,8 @@ def latency_lines(fig):
 ECHO_SERVERS = [("BM_Echo_Lwkt", "lwkt, io_uring (default idle_spin 50 us)"),
                 ("BM_Echo_LwktNoSpin", "lwkt, io_uring, idle_spin 0"),
                 ("BM_Echo_LwktEpoll", "lwkt, epoll backend"),
-                ("BM_Echo_Epoll", "single-threaded epoll loop")]
+                ("BM_Echo_Epoll", "single-threaded epoll loop"),
+                ("BM_Echo_Asio", "Boost.Asio, one thread")]
 
 
 def echo_lines(fig):
