@@ -95,6 +95,9 @@ std::int64_t retry(epoll_worker* w, int fd, std::uint32_t events, absl::Time dea
     const int e = errno;
     if (e == EINTR) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) return -e;
+    // Readiness may fire without the call succeeding (another waiter took the bytes, a
+    // hang-up): the deadline is checked before every wait, not only when a wait times out.
+    if (deadline != absl::InfiniteFuture() && absl::Now() >= deadline) return -ETIMEDOUT;
     std::uint32_t rev = 0;
     if (int we = wait_ready(w, fd, events, deadline, true, wmesg, &rev); we != 0) return -we;
   }
@@ -122,6 +125,12 @@ result run(const char* call, const char* wmesg, absl::Time deadline, bool cancel
   op o;
   o.td = td;
   crit_enter();
+  // Again, inside the critical section: creating the ring (crit_exit in my_ring) may have
+  // run shutdown's cancel-all, which this operation would then miss.
+  if (wio->closing) {
+    crit_exit();
+    return result::from_res(-ECANCELED);
+  }
   io_uring_sqe* sqe = get_sqe(w);
   prep(sqe);
   io_uring_sqe_set_data(sqe, &o);
@@ -267,9 +276,18 @@ result write(int fd, const void* buf, std::size_t len, off_t offset, absl::Time 
 }
 
 result close(int fd) {
+  internal::io_caller("io::close");
+  // The descriptor is gone when close returns, whatever the result: once shutdown began
+  // (other calls return ECANCELED then), it is closed directly.
+  if (lwkt::internal::worker_io* wio = lwkt::internal::my_worker_io(); wio && wio->closing) {
+    return result::from_res(neg_errno(::close(fd)));
+  }
   return run("io::close", "close", absl::InfiniteFuture(), false,
              [&](io_uring_sqe* sqe) { io_uring_prep_close(sqe, fd); },
-             [&](epoll_worker*) { return neg_errno(::close(fd)); });
+             [&](epoll_worker* w) {
+               internal::forget_fd(w, fd);  // its registration must not outlive the number
+               return neg_errno(::close(fd));
+             });
 }
 
 result shutdown(int fd, int how, absl::Time deadline) {

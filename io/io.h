@@ -23,15 +23,25 @@
 // Rules (each checked; a violation aborts with a message naming the call and the thread):
 //   - Runs on: an lwkt thread, outside any critical section. From any other OS thread use
 //     the POSIX call itself.
-//   - A thread waiting in one of these calls stays on its worker: giveaway() of it aborts.
-//     The call never returns before its operation has completed (a cancelled one too), so
-//     its buffers may live on the caller's stack and a thread never exits with an
-//     operation in flight.
+//   - A thread waiting in one of these calls (sleep_for and blocking excepted: they are
+//     plain sleeps) stays on its worker: giveaway() of it aborts. The call never returns
+//     before its operation has completed (a cancelled one too), so its buffers may live on
+//     the caller's stack and a thread never exits with an operation in flight.
 //   - No I/O layer (Runtime::Options::io = off, or //io not linked): every call returns
 //     ENOSYS.
 //   - Runtime::shutdown() cancels every operation in flight and refuses later ones: those
-//     calls return ECANCELED, so a thread blocked in I/O can close its descriptors and exit
-//     within the grace period.
+//     calls return ECANCELED (close still closes), so a thread blocked in I/O can close its
+//     descriptors and exit within the grace period. sleep_for and blocking are not
+//     cancelled: they end at their time or when fn returns.
+//   - Signals: send and send_all never raise SIGPIPE (MSG_NOSIGNAL); write and writev to a
+//     pipe or socket whose reader is gone do, as the POSIX calls do (ignore SIGPIPE, or use
+//     send for sockets).
+//   - The epoll backend makes a descriptor it has to wait on O_NONBLOCK, on the open file
+//     description, and leaves it so (as Go's poller does): other users of that descriptor
+//     then see EAGAIN where they blocked before. The io_uring backend changes no flag.
+//   - Kernel: the io_uring backend needs Linux 5.19 for listener and pooled_receiver
+//     (multishot accept and recv, provided-buffer rings) and for shutdown's cancel-all;
+//     ring-to-ring kicks are used only where the kernel has IORING_OP_MSG_RING.
 //
 // Deadlines: every call but close takes an absolute `deadline` (absl::InfiniteFuture():
 // none). When it passes first, the operation is cancelled and the call returns ETIMEDOUT;
@@ -42,7 +52,8 @@
 // If the operation completed before the cancel took effect, its real result is returned and
 // the interrupt request is kept for the thread's next interruptible wait: nothing is lost,
 // neither the bytes nor the interrupt.
-// Operations are allocation-free: the record lives on the caller's stack.
+// Operations allocate nothing on the io_uring backend (the record lives on the caller's
+// stack); the epoll backend's per-worker descriptor table and the multishot objects do.
 #pragma once
 
 #include <poll.h>
@@ -211,7 +222,7 @@ auto blocking(F&& fn) -> decltype(fn()) {
 // Counters of the I/O layer, summed over the calling thread's runtime's workers
 // (Runtime::stats has the scheduler's). Runs on: an lwkt thread.
 struct io_stats {
-  std::uint64_t rings = 0;          // workers whose ring exists
+  std::uint64_t rings = 0;          // workers whose ring (or epoll instance) exists
   std::uint64_t ops = 0;            // operations completed
   std::uint64_t submits = 0;        // io_uring_enter calls that submitted
   std::uint64_t reaps = 0;          // io_uring_enter calls that only reaped (DEFER_TASKRUN)

@@ -24,6 +24,7 @@
 #include "gtest/gtest.h"
 #include "io/test_util.h"
 #include "io/testing.h"
+#include "lwkt/ipi.h"
 #include "lwkt/runtime.h"
 #include "lwkt/sched.h"
 #include "lwkt/sleep.h"
@@ -508,6 +509,7 @@ TEST(Io, ShutdownCancelsOperationsInFlightAndRefusesNewOnes) {
   int sv[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
   std::atomic<int> first{-1}, second{-1};
+  std::atomic<bool> closed{false};
   {
     auto rt = test_runtime(2, io_opts());
     std::atomic<bool> started{false};
@@ -516,6 +518,8 @@ TEST(Io, ShutdownCancelsOperationsInFlightAndRefusesNewOnes) {
       started = true;
       first = recv(sv[0], buf, sizeof buf).error();
       second = poll(sv[0], POLLIN).error();  // after shutdown began: refused at once
+      // ...but close still closes (io.h: the descriptor is gone whatever the result).
+      closed = close(sv[0]).ok() && fcntl(sv[0], F_GETFD) == -1;
     }, {.name = "in-recv", .worker = 1});
     ASSERT_TRUE(td.ok());
     while (!started.load()) absl::SleepFor(absl::Milliseconds(1));
@@ -527,7 +531,7 @@ TEST(Io, ShutdownCancelsOperationsInFlightAndRefusesNewOnes) {
   }
   EXPECT_EQ(first.load(), ECANCELED);
   EXPECT_EQ(second.load(), ECANCELED);
-  ::close(sv[0]);
+  EXPECT_TRUE(closed.load());  // regression (review): it used to return ECANCELED, fd open
   ::close(sv[1]);
   EXPECT_EQ(open_fds(), before);
 }
@@ -581,7 +585,117 @@ TEST(Io, ManyBlockingCallsFromEveryWorkerAllComplete) {
   EXPECT_EQ(sum.load(), kCalls * (kCalls - 1) / 2);
 }
 
+// CPU nanoseconds the OS thread named `comm` has run (/proc/self/task/*/schedstat); -1 if
+// there is none.
+std::int64_t thread_cpu_ns(const std::string& comm) {
+  DIR* d = opendir("/proc/self/task");
+  std::int64_t ns = -1;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    const std::string base = std::string("/proc/self/task/") + e->d_name;
+    FILE* f = std::fopen((base + "/comm").c_str(), "r");
+    if (!f) continue;
+    char name[64] = {};
+    const bool match = std::fgets(name, sizeof name, f) && std::string(name) == comm + "\n";
+    std::fclose(f);
+    if (!match) continue;
+    if (FILE* s = std::fopen((base + "/schedstat").c_str(), "r")) {
+      long long v = 0;
+      if (std::fscanf(s, "%lld", &v) == 1) ns = v;
+      std::fclose(s);
+    }
+  }
+  closedir(d);
+  return ns;
+}
+
+// Regression (review): completions nobody waits for (a kick's CQE, the eventfd read)
+// left worker_io::busy at 0, so the idle loop's spin saw them as work forever and the
+// worker never parked again: 100% CPU. After a burst of kicks, the worker must go quiet.
+TEST(Io, AnIdleWorkerWithARingParksAfterABurstOfKicks) {
+  REQUIRE_BACKEND();
+  if (lwkt::testing::under_qemu()) GTEST_SKIP() << "needs the host's /proc schedstat";
+  auto rt = test_runtime(2, io_opts());
+  // Both workers get a ring (or epoll instance); worker 1 then has nothing in flight.
+  for (int w : {1, 0}) {
+    run_on(*rt, [] {
+      int q[2];
+      ASSERT_EQ(pipe(q), 0);
+      EXPECT_TRUE(poll(q[1], POLLOUT).ok());
+      ::close(q[0]);
+      ::close(q[1]);
+    }, w);
+  }
+  run_on(*rt, [] {
+    std::uint64_t x = 1;
+    for (int i = 0; i < 20000; ++i) {
+      send_ipiq(1, [](void*) {}, nullptr);
+      // Gaps of 0-80 us: worker 1 parks between many of them, so kicks race its park.
+      x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+      const absl::Time until = absl::Now() + absl::Microseconds(static_cast<int64_t>((x >> 33) % 80));
+      while (absl::Now() < until) {}
+    }
+  }, 0);
+  absl::SleepFor(absl::Milliseconds(100));
+  const std::int64_t a = thread_cpu_ns("lwkt w1");
+  absl::SleepFor(absl::Milliseconds(300));
+  const std::int64_t b = thread_cpu_ns("lwkt w1");
+  ASSERT_GE(a, 0);
+  EXPECT_LT(b - a, 100'000'000) << "worker 1 ran " << (b - a) / 1000000 << " ms of 300 ms idle";
+}
+
+// Regression (review): on epoll, a writer blocked on a full socket whose peer shut its
+// writing side was woken by every EPOLLRDHUP, retried, re-armed, and never saw its
+// deadline: it spun for ever. The deadline must end it.
+TEST(Io, BlockedSendHonoursItsDeadlineWhenThePeerShutsItsSide) {
+  REQUIRE_BACKEND();
+  auto rt = test_runtime(1, io_opts());
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  std::vector<char> chunk(65536, 'f');
+  while (::send(sv[0], chunk.data(), chunk.size(), MSG_DONTWAIT) > 0) {}  // full
+  ASSERT_EQ(::shutdown(sv[1], SHUT_WR), 0);  // the peer stops writing (still reads nothing)
+  run_on(*rt, [&] {
+    const absl::Time start = absl::Now();
+    result r = send(sv[0], chunk.data(), chunk.size(), 0, start + absl::Milliseconds(200));
+    EXPECT_EQ(r.error(), ETIMEDOUT) << r.to_string();
+    EXPECT_GE(absl::Now() - start, absl::Milliseconds(200));
+    EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  });
+  ::close(sv[0]);
+  ::close(sv[1]);
+}
+
+// Regression (review): io::blocking's wakeup comes from a pool OS thread, which shutdown
+// refuses once it began: a caller whose fn finished during the grace period was abandoned.
+TEST(Io, BlockingThatFinishesDuringShutdownIsNotAbandoned) {
+  auto rt = test_runtime(1, {.io = io_backend::off});
+  std::atomic<int> got{0};
+  auto td = rt->spawn([&] { got = blocking([] {
+    absl::SleepFor(absl::Milliseconds(200));
+    return 7;
+  }); }, {.name = "blocked-caller"});
+  ASSERT_TRUE(td.ok());
+  absl::SleepFor(absl::Milliseconds(20));
+  absl::Status st = rt->shutdown(absl::Seconds(5));
+  EXPECT_TRUE(st.ok()) << st;
+  EXPECT_EQ(got.load(), 7);
+}
+
 using IoDeathTest = ::testing::Test;
+
+// Regression (review): a thread that exited still owning a listener left td_io_inflight
+// at 1 in its recycled object, and the next thread to get it aborted in setcpu_self.
+TEST(IoDeathTest, ExitingWhileOwningAListenerAbortsNamingIt) {
+  lwkt::testing::use_safe_death_test_style();
+  EXPECT_DEATH(
+      {
+        auto rt = Runtime::create(io_opts({.workers = 1}));
+        if (!rt.ok()) rt = Runtime::create({.workers = 1, .io = io_backend::epoll});
+        run_on(**rt, [] { new listener(0); });  // never destroyed: the thread exits owning it
+      },
+      "exit while owning 1 I/O object");
+}
 
 TEST(IoDeathTest, MisuseAbortsNamingTheCall) {
   lwkt::testing::use_safe_death_test_style();

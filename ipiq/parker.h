@@ -46,7 +46,7 @@ class parker {
   parker(const parker&) = delete;
   parker& operator=(const parker&) = delete;
   ~parker() {
-    if (_efd >= 0) close(_efd);
+    if (const int fd = _efd.load(std::memory_order_relaxed); fd >= 0) close(fd);
   }
 
   // Chooses the sleep/wake primitive. Returns false (and keeps the previous one) if an
@@ -57,10 +57,10 @@ class parker {
   // every park announced after the change. A producer still waking an earlier futex park
   // wakes a park that is already over (a no-op).
   bool set_mechanism(kick_mechanism m) {
-    if (m == kick_mechanism::eventfd && _efd < 0) {
+    if (m == kick_mechanism::eventfd && _efd.load(std::memory_order_relaxed) < 0) {
       const int fd = eventfd(0, EFD_CLOEXEC);
       if (fd < 0) return false;
-      _efd = fd;
+      _efd.store(fd, std::memory_order_relaxed);  // published by the _mech store below
     }
     _mech.store(m, std::memory_order_relaxed);
     return true;
@@ -90,10 +90,11 @@ class parker {
       // ppoll takes the timeout at nanosecond resolution: poll's milliseconds would turn a
       // sub-millisecond timeout into 0 (an immediate return, and a caller that re-parks
       // until its deadline spins) and cut every other one short.
-      struct pollfd p = {_efd, POLLIN, 0};
+      const int fd = _efd.load(std::memory_order_relaxed);
+      struct pollfd p = {fd, POLLIN, 0};
       if (ppoll(&p, 1, timeout, nullptr) > 0) {
         std::uint64_t v;
-        (void)!read(_efd, &v, sizeof v);
+        (void)!read(fd, &v, sizeof v);
       }
     } else {
       // The kernel compares _state with kParked atomically with going to sleep.
@@ -116,7 +117,9 @@ class parker {
   }
 
   // The eventfd a kick writes (eventfd mechanism), -1 otherwise.
-  int event_fd() const { return mechanism() == kick_mechanism::eventfd ? _efd : -1; }
+  int event_fd() const {
+    return mechanism() == kick_mechanism::eventfd ? _efd.load(std::memory_order_relaxed) : -1;
+  }
 
   // Producer: call after publishing work. Wakes the consumer if it announced parking.
   // Returns true if this call performed the wake (a system call).
@@ -140,7 +143,7 @@ class parker {
     if (wake()) return true;
     if (_mech.load(std::memory_order_relaxed) == kick_mechanism::eventfd) {
       const std::uint64_t one = 1;
-      (void)!write(_efd, &one, sizeof one);
+      (void)!write(_efd.load(std::memory_order_relaxed), &one, sizeof one);
     } else {
       internal::futex_wake(&_state, 1);
     }
@@ -159,7 +162,9 @@ class parker {
   std::uint64_t _parks = 0;  // written and read: consumer only
   // written: consumer (set_mechanism, while running); read: producers, after a kParked.
   std::atomic<kick_mechanism> _mech{kick_mechanism::futex};
-  int _efd = -1;  // written once, before the _mech store that names it
+  // Written once (consumer), before the _mech store that names it; atomic because a
+  // producer may read it while the consumer switches mechanisms.
+  std::atomic<int> _efd{-1};
 };
 
 }  // namespace ipiq

@@ -164,6 +164,7 @@ absl::StatusOr<thread_ref> create_local(globaldata* gd, void (*fn)(void*), void*
   td->td_wmesg = nullptr;
   td->td_migrate_gd = nullptr;
   td->td_cscount = 0;
+  td->td_io_inflight = 0;
   td->td_preempted = nullptr;
   td->td_eh = eh_state{};
   td->td_wchan = nullptr;
@@ -327,6 +328,10 @@ void exit_self() {
   LWKT_ASSERT(td->td_critcount == 0, td, "exit inside a critical section (td_critcount=%d)",
               td->td_critcount);
   td->td_callable = nullptr;  // destroy captured state while the thread can still block
+  LWKT_ASSERT(td->td_io_inflight == 0, td,
+              "exit while owning %u I/O object(s) (an io::listener or io::pooled_receiver "
+              "must be destroyed by the thread that created it, before it exits)",
+              td->td_io_inflight);
   if (gd->gd_stack_watermark) {
     const std::size_t used = internal::stack_used(td->td_stack);
     if (used * 5 > td->td_stack.size * 4) {

@@ -31,6 +31,13 @@ void idle_loop(globaldata* gd) {
     }
     ++td->td_critcount;
     drain_all(gd);
+    // Completions that no operation is waiting for (a kick's CQE, a cancel's answer, an
+    // eventfd read) leave worker_io::busy at 0, which the switch points test: reap them
+    // here, or the spin below would see them forever and the worker would never park.
+    if (gd->gd_io.state.load(std::memory_order_relaxed) &&
+        (gd->gd_io.busy || gd->gd_runtime->io->ready(&gd->gd_io))) {
+      io_flush(gd, true);
+    }
     if (!stopped) lwkt_switch();  // runs threads until the run queue is empty
     --td->td_critcount;
     if (stopped) {

@@ -46,7 +46,9 @@ int arm(epoll_worker* w, int fd, fd_waiters& f) {
   const std::uint32_t ev = wanted(f);
   if (ev == 0 || ev == f.armed) return 0;
   epoll_event e{};
-  e.events = ev | EPOLLONESHOT | EPOLLRDHUP;
+  // RDHUP (the peer shut its side) concerns readers only: a writer woken by it would find
+  // its send still blocked and spin.
+  e.events = ev | EPOLLONESHOT | ((ev & EPOLLIN) ? static_cast<std::uint32_t>(EPOLLRDHUP) : 0u);
   e.data.fd = fd;
   // The descriptor may have been closed and its number reused since it was added (close
   // removes it from the set): MOD then fails with ENOENT and ADD is right.
@@ -73,7 +75,8 @@ void deliver(epoll_worker* w, const epoll_event& e) {
   const std::uint32_t got = e.events;
   for (ready_wait* r = f.head; r;) {
     ready_wait* next = r->next;
-    if ((got & (r->events | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) != 0) {
+    const std::uint32_t hup = (r->events & EPOLLIN) ? static_cast<std::uint32_t>(EPOLLRDHUP) : 0u;
+    if ((got & (r->events | EPOLLERR | EPOLLHUP | hup)) != 0) {
       unlink(f, r);
       r->revents = got;
       r->woken = true;
@@ -148,6 +151,24 @@ int make_nonblocking(int fd) {
   return fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0 ? 0 : errno;
 }
 
+void forget_fd(epoll_worker* w, int fd) {
+  crit_enter();
+  auto it = w->fds.find(fd);
+  if (it != w->fds.end()) {
+    while (ready_wait* r = it->second.head) {
+      unlink(it->second, r);
+      r->revents = EPOLLERR;
+      r->woken = true;
+      --w->waiters;
+      lwkt::internal::io_wake(r->td, r);
+    }
+    if (it->second.added) (void)epoll_ctl(w->ep, EPOLL_CTL_DEL, fd, nullptr);
+    w->fds.erase(it);
+  }
+  sync_busy(w, lwkt::internal::my_worker_io());
+  crit_exit();
+}
+
 int wait_ready(epoll_worker* w, int fd, std::uint32_t events, absl::Time deadline,
                bool interruptible, const char* wmesg, std::uint32_t* revents) {
   thread* td = curthread();
@@ -157,6 +178,10 @@ int wait_ready(epoll_worker* w, int fd, std::uint32_t events, absl::Time deadlin
   r.events = events;
   worker_io* wio = lwkt::internal::my_worker_io();
   crit_enter();
+  if (wio->closing) {  // shutdown began: no new waits (its cancel-all has run or will not see us)
+    crit_exit();
+    return ECANCELED;
+  }
   fd_waiters& f = w->fds[fd];
   r.next = f.head;
   if (f.head) f.head->prev = &r;
@@ -261,7 +286,9 @@ void epoll_cancel_all(worker_io* wio) {
       --w->waiters;
       lwkt::internal::io_wake(r->td, r);
     }
+    if (f.added) (void)epoll_ctl(w->ep, EPOLL_CTL_DEL, fd, nullptr);
   }
+  w->fds.clear();
   sync_busy(w, wio);
 }
 

@@ -57,6 +57,11 @@ epoll_worker* my_epoll(lwkt::internal::worker_io* wio, int* err);
 int wait_ready(epoll_worker* w, int fd, std::uint32_t events, absl::Time deadline,
                bool interruptible, const char* wmesg, std::uint32_t* revents);
 
+// Before fd is closed (io::close): wakes its waiters (their calls retry and fail with
+// EBADF) and forgets its registration, so a later descriptor with the same number starts
+// afresh.
+void forget_fd(epoll_worker* w, int fd);
+
 // Makes fd non-blocking (once; leaves it so). 0 or an errno.
 int make_nonblocking(int fd);
 

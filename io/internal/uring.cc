@@ -37,6 +37,7 @@ std::atomic<std::int64_t> g_batch_delay_ns{kBatchDelayNs};  // testing::set_batc
 
 std::atomic<int> g_injected_setup_error{0};
 std::atomic<bool> g_msg_ring_kicks{true};  // testing::set_msg_ring_kicks
+std::atomic<bool> g_msg_ring_missing{false};  // the probe found no IORING_OP_MSG_RING
 std::atomic<unsigned> g_sq_entries{0};  // testing::set_ring_entries; 0: kSqEntries
 std::atomic<unsigned> g_cq_entries{0};
 
@@ -323,6 +324,15 @@ int probe_uring(unsigned* flags, unsigned* features) {
   io_uring_params p{};
   const int r = setup_ring(&ring, 8, 16, &p);
   if (r != 0) return r;
+  // Opcodes the kernel has: kicks go ring to ring only where IORING_OP_MSG_RING exists
+  // (5.18); elsewhere the eventfd carries them.
+  if (io_uring_probe* pr = io_uring_get_probe_ring(&ring)) {
+    if (!io_uring_opcode_supported(pr, IORING_OP_MSG_RING)) {
+      g_msg_ring_kicks.store(false, std::memory_order_relaxed);
+      g_msg_ring_missing.store(true, std::memory_order_relaxed);
+    }
+    io_uring_free_probe(pr);
+  }
   io_uring_queue_exit(&ring);
   *flags = p.flags & ~(IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP);
   *features = p.features;
@@ -330,7 +340,9 @@ int probe_uring(unsigned* flags, unsigned* features) {
 }
 
 std::string describe_uring(unsigned flags, unsigned features) {
-  return absl::StrCat(flag_names(flags), "; features ", feature_names(features));
+  return absl::StrCat(flag_names(flags), "; features ", feature_names(features),
+                      g_msg_ring_missing.load() ? "; kicks by eventfd (no IORING_OP_MSG_RING)"
+                                                : "; kicks ring to ring (MSG_RING)");
 }
 
 uring_worker* my_ring(worker_io* wio, int* err) {
@@ -464,7 +476,7 @@ void inject_setup_error(int err) {
   internal::g_injected_setup_error.store(err, std::memory_order_relaxed);
 }
 void set_msg_ring_kicks(bool on) {
-  internal::g_msg_ring_kicks.store(on, std::memory_order_relaxed);
+  internal::g_msg_ring_kicks.store(on && !internal::g_msg_ring_missing.load(), std::memory_order_relaxed);
 }
 
 void set_batch_delay(absl::Duration d) {
