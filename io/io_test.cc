@@ -682,6 +682,34 @@ TEST(Io, BlockingThatFinishesDuringShutdownIsNotAbandoned) {
   EXPECT_EQ(got.load(), 7);
 }
 
+// An operation the kernel cannot cancel (simulated: a read stuck in a hung file system) may
+// still write into its thread's stack after worker exit gave up on it: shutdown then
+// leaves the abandoned threads' stacks mapped, and says so.
+TEST(Io, AnOperationThatOutlivesItsCancellationKeepsTheStacksMapped) {
+  REQUIRE_URING();
+  testing::simulate_uncancellable_io(true, absl::Milliseconds(20));
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  {
+    auto rt = test_runtime(1, io_opts());
+    std::atomic<bool> started{false};
+    auto td = rt->spawn([&] {
+      char buf[64];
+      started = true;
+      (void)recv(sv[0], buf, sizeof buf);
+    }, {.name = "uncancellable"});
+    ASSERT_TRUE(td.ok());
+    while (!started.load()) absl::SleepFor(absl::Milliseconds(1));
+    absl::SleepFor(absl::Milliseconds(10));
+    absl::Status st = rt->shutdown(absl::Milliseconds(50));
+    EXPECT_TRUE(absl::StrContains(st.message(), "'uncancellable'")) << st;
+    EXPECT_TRUE(absl::StrContains(st.message(), "stacks are left mapped (leaked)")) << st;
+  }
+  testing::simulate_uncancellable_io(false);
+  ::close(sv[0]);
+  ::close(sv[1]);
+}
+
 using IoDeathTest = ::testing::Test;
 
 // Regression (review): a thread that exited still owning a listener left td_io_inflight

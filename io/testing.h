@@ -27,4 +27,9 @@ void set_pool(unsigned buffers, unsigned size);
 // (default) or through the parker's eventfd. Runs on: any OS thread.
 void set_msg_ring_kicks(bool on);
 
+// io_uring operations behave as if they could not be cancelled (a read stuck in a hung
+// file system): shutdown and worker exit send no cancel, and worker exit waits only
+// `exit_patience` for them. `false` restores real cancels and the 2 s wait.
+void simulate_uncancellable_io(bool on, absl::Duration exit_patience = absl::Milliseconds(20));
+
 }  // namespace lwkt::io::testing

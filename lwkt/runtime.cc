@@ -34,7 +34,7 @@ namespace lwkt {
 namespace internal {
 
 void init_idle_thread(globaldata* gd);                 // worker.cc
-void abandon_thread(thread* td, bool second_pass);     // thread.cc
+void abandon_thread(thread* td, bool second_pass, bool unmap = true);  // thread.cc
 
 // ---- fork (runtime_state.h).
 std::atomic<std::uint32_t> fork_generation{0};
@@ -438,7 +438,9 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::create(const Options& opts) {
         }
         // Before any stack is freed: operations of abandoned threads name their memory.
         if (rs->io && gd->gd_io.state.load(std::memory_order_relaxed)) {
-          rs->io->worker_exit(&gd->gd_io);
+          if (const std::uint32_t left = rs->io->worker_exit(&gd->gd_io)) {
+            rs->io_unfinished.fetch_add(left, std::memory_order_relaxed);  // read after join
+          }
         }
         internal::release_signal_stack(gd->gd_sigaltstack);
         internal::t_mycpu = nullptr;
@@ -729,13 +731,20 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
     rs->transit_abandoned = rs->in_transit.size();
     rs->in_transit.clear();
   }
+  // An I/O operation that outlived its cancellation may still be written by the kernel
+  // into an abandoned thread's stack: those stacks are then left mapped (leaked).
+  const std::uint32_t io_left = rs->io_unfinished.load(std::memory_order_relaxed);
   for (thread* td : abandoned) internal::abandon_thread(td, false);
-  for (thread* td : abandoned) internal::abandon_thread(td, true);
+  for (thread* td : abandoned) internal::abandon_thread(td, true, /*unmap=*/io_left == 0);
 
   if (!abandoned.empty()) {
     rs->shutdown_status = absl::FailedPreconditionError(absl::StrFormat(
-        "lwkt shutdown: %u thread(s) still alive after %s were abandoned: %s",
-        abandoned.size(), absl::FormatDuration(grace), absl::StrJoin(names, ", ")));
+        "lwkt shutdown: %u thread(s) still alive after %s were abandoned: %s%s",
+        abandoned.size(), absl::FormatDuration(grace), absl::StrJoin(names, ", "),
+        io_left ? absl::StrFormat("; %u I/O operation(s) did not finish after their "
+                                  "cancellation, so the abandoned threads' stacks are left "
+                                  "mapped (leaked)", io_left)
+                : std::string()));
     std::fprintf(stderr, "%s\n", std::string(rs->shutdown_status.message()).c_str());
   }
   rs->shut_down = true;

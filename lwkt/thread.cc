@@ -235,7 +235,7 @@ void reap(globaldata* gd, thread* td) {
 }
 
 // Shutdown: td never exits. Its joiners are released and its stack freed without unwinding.
-void abandon_thread(thread* td, bool second_pass) {
+void abandon_thread(thread* td, bool second_pass, bool unmap) {
   if (!second_pass) {
     // Flags first: a joiner released by close_joinq must see abandoned() with exited().
     td->td_mpflags.fetch_or(TDF_MP_EXITED | TDF_MP_ABANDONED, std::memory_order_release);
@@ -245,7 +245,11 @@ void abandon_thread(thread* td, bool second_pass) {
   td->td_callable = nullptr;
   tsan_destroy_fiber(td->td_tsan_fiber);
   td->td_tsan_fiber = nullptr;
-  unmap_stack(td->td_stack);
+  if (unmap) {
+    unmap_stack(td->td_stack);
+  } else {
+    td->td_stack = thread_stack{};  // left mapped: the kernel may still write into it
+  }
   rele(td);
 }
 

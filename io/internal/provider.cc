@@ -67,7 +67,11 @@ void wait(worker_io* wio, int, const struct timespec* timeout) {
 
 bool ready(worker_io* wio) { return kind_of(wio) == kUring ? uring_ready(wio) : epoll_ready(wio); }
 
-void worker_exit(worker_io* wio) { kind_of(wio) == kUring ? uring_exit(wio) : epoll_exit(wio); }
+std::uint32_t worker_exit(worker_io* wio) {
+  if (kind_of(wio) == kUring) return uring_exit(wio);
+  epoll_exit(wio);  // the kernel holds nothing of an epoll waiter's
+  return 0;
+}
 
 bool kick(worker_io* target) { return uring_kick(target); }  // -1 ring_fd on epoll: false
 

@@ -38,6 +38,10 @@ std::atomic<std::int64_t> g_batch_delay_ns{kBatchDelayNs};  // testing::set_batc
 std::atomic<int> g_injected_setup_error{0};
 std::atomic<bool> g_msg_ring_kicks{true};  // testing::set_msg_ring_kicks
 std::atomic<bool> g_msg_ring_missing{false};  // the probe found no IORING_OP_MSG_RING
+// testing::simulate_uncancellable_io: cancels are not sent (shutdown's, worker exit's) and
+// worker exit waits this long for what is in flight.
+std::atomic<bool> g_exit_without_cancel{false};
+std::atomic<std::int64_t> g_exit_patience_ns{2'000'000'000};
 std::atomic<unsigned> g_sq_entries{0};  // testing::set_ring_entries; 0: kSqEntries
 std::atomic<unsigned> g_cq_entries{0};
 
@@ -250,15 +254,19 @@ bool uring_ready(worker_io* wio) {
          (kernel_flags(w) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
 }
 
-void uring_exit(worker_io* wio) {
+std::uint32_t uring_exit(worker_io* wio) {
   auto* w = static_cast<uring_worker*>(wio->state.load(std::memory_order_relaxed));
   // Threads shutdown abandoned may still wait here: cancel everything (the kick read too)
   // and reap, without waking anyone, while their stacks are still mapped.
-  io_uring_sqe* sqe = get_sqe(w);
-  io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
-  io_uring_sqe_set_data64(sqe, kIgnoreTag);
+  if (!g_exit_without_cancel.load(std::memory_order_relaxed)) {
+    io_uring_sqe* sqe = get_sqe(w);
+    io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+    io_uring_sqe_set_data64(sqe, kIgnoreTag);
+  }
   w->kick_fd = -1;  // not re-armed
-  const std::uint64_t until = lwkt::internal::cheap_clock() + lwkt::internal::ns_to_ticks(2'000'000'000);
+  const std::uint64_t until =
+      lwkt::internal::cheap_clock() +
+      lwkt::internal::ns_to_ticks(g_exit_patience_ns.load(std::memory_order_relaxed));
   std::uint32_t left = w->inflight;
   while (true) {
     __kernel_timespec kts{0, 50'000'000};
@@ -271,7 +279,7 @@ void uring_exit(worker_io* wio) {
   if (left) {
     std::fprintf(stderr,
                  "lwkt: io: worker stopping with %u operation(s) that did not finish within "
-                 "2 s of their cancellation; closing the ring\n", left);
+                 "the wait after their cancellation; closing the ring\n", left);
   }
   wio->ring_fd.store(-1, std::memory_order_release);  // no more kicks into this ring
   if (buffer_pool* bp = w->pool) {
@@ -286,6 +294,7 @@ void uring_exit(worker_io* wio) {
   wio->state.store(nullptr, std::memory_order_release);
   wio->busy = 0;
   delete w;
+  return left;
 }
 
 bool uring_kick(worker_io* target) {
@@ -310,6 +319,7 @@ bool uring_kick(worker_io* target) {
 }
 
 void uring_cancel_all(worker_io* wio) {
+  if (g_exit_without_cancel.load(std::memory_order_relaxed)) return;
   auto* w = static_cast<uring_worker*>(wio->state.load(std::memory_order_relaxed));
   io_uring_sqe* sqe = get_sqe(w);
   // Everything, the kick read included (its CQE re-arms it).
@@ -475,6 +485,12 @@ namespace testing {
 void inject_setup_error(int err) {
   internal::g_injected_setup_error.store(err, std::memory_order_relaxed);
 }
+void simulate_uncancellable_io(bool on, absl::Duration exit_patience) {
+  internal::g_exit_without_cancel.store(on, std::memory_order_relaxed);
+  internal::g_exit_patience_ns.store(on ? absl::ToInt64Nanoseconds(exit_patience) : 2'000'000'000,
+                                     std::memory_order_relaxed);
+}
+
 void set_msg_ring_kicks(bool on) {
   internal::g_msg_ring_kicks.store(on && !internal::g_msg_ring_missing.load(), std::memory_order_relaxed);
 }

@@ -107,7 +107,7 @@ std::string describe_uring(unsigned flags, unsigned features);
 void uring_flush(lwkt::internal::worker_io* wio, bool idle);
 void uring_wait(lwkt::internal::worker_io* wio, const struct timespec* timeout);
 bool uring_ready(lwkt::internal::worker_io* wio);
-void uring_exit(lwkt::internal::worker_io* wio);
+std::uint32_t uring_exit(lwkt::internal::worker_io* wio);  // operations left
 bool uring_kick(lwkt::internal::worker_io* target);
 void uring_cancel_all(lwkt::internal::worker_io* wio);
 

@@ -47,7 +47,10 @@ struct io_provider {
   // True when a completion is waiting to be reaped (the idle loop's spin checks it).
   bool (*ready)(worker_io* io);
   // Owner, once, when the worker stops: cancel and reap everything in flight, free state.
-  void (*worker_exit)(worker_io* io);
+  // Returns how many operations did not finish in time after their cancellation: the
+  // kernel may still write into their buffers, so shutdown then leaves the stacks of the
+  // threads it abandons mapped (leaked) instead of unmapping them.
+  std::uint32_t (*worker_exit)(worker_io* io);
   // A producer that won the wake of `target`, parked in its ring: wake it from the
   // calling worker's own ring (true), or leave it to the parker's eventfd (false).
   bool (*kick)(worker_io* target);

@@ -54,6 +54,9 @@ struct runtime_state {
   const struct io_provider* io = nullptr;
   std::string io_description;
   std::uint32_t io_backend = 0;        // io_config::backend, copied into each gd_io
+  // I/O operations that outlived their cancellation at worker exit (the workers add them;
+  // shutdown reads them after joining): abandoned stacks then stay mapped.
+  std::atomic<std::uint32_t> io_unfinished{0};
   std::string workers_reason;          // why gds.size() workers (topology::workers_for)
   std::uint32_t fork_generation = 0;   // internal::fork_generation when created
   runtime_state* forked_next = nullptr;  // forked_runtimes list, in a forked child only
