@@ -340,6 +340,7 @@ io_stats stats() {
     s.cancels += w->cancels.get();
     s.pool_enobufs += w->pool_enobufs.get();
     s.msg_ring_kicks += w->msg_ring_kicks.get();
+    s.msg_ring_fallbacks += w->msg_ring_fallbacks.get();
   }
   return s;
 }

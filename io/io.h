@@ -232,6 +232,7 @@ struct io_stats {
   std::uint64_t cancels = 0;        // cancellations sent (deadlines, interrupts, exit)
   std::uint64_t pool_enobufs = 0;   // pooled_receiver recvs ended by an empty buffer pool
   std::uint64_t msg_ring_kicks = 0; // parked workers woken ring to ring (IORING_OP_MSG_RING)
+  std::uint64_t msg_ring_fallbacks = 0;  // of those, failed MSG_RINGs the eventfd carried
 };
 io_stats stats();
 

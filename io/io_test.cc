@@ -422,12 +422,15 @@ TEST(Io, SubmissionsAreBatched) {
 
 // Kicks reach a worker parked in its ring: wakeups from another worker (which has a ring
 // too: IORING_OP_MSG_RING from it, or the eventfd) and from outside (the eventfd).
-class IoKick : public ::testing::TestWithParam<bool> {};
-INSTANTIATE_TEST_SUITE_P(MsgRing, IoKick, ::testing::Bool());
+// Param: 0 eventfd kicks, 1 MSG_RING kicks, 2 MSG_RING kicks that all fail (the sender's
+// fallback to the target's eventfd must carry each one).
+class IoKick : public ::testing::TestWithParam<int> {};
+INSTANTIATE_TEST_SUITE_P(MsgRing, IoKick, ::testing::Values(0, 1, 2));
 
 TEST_P(IoKick, ParkedInTheRingWorkerIsWokenByEveryKick) {
   REQUIRE_BACKEND();
-  testing::set_msg_ring_kicks(GetParam());
+  testing::set_msg_ring_kicks(GetParam() != 0);
+  testing::break_msg_ring_kicks(GetParam() == 2);
   auto rt = test_runtime(2, io_opts());
   // Worker 0 gets a ring of its own: its kicks can then go ring to ring.
   run_on(*rt, [] {
@@ -469,14 +472,18 @@ TEST_P(IoKick, ParkedInTheRingWorkerIsWokenByEveryKick) {
   io_thread->join();
   io_stats s;
   run_on(*rt, [&] { s = stats(); }, 0);
-  if (GetParam() && test_backend() == io_backend::io_uring) {
+  if (GetParam() != 0 && test_backend() == io_backend::io_uring) {
     EXPECT_GT(s.msg_ring_kicks, 0u);  // the ring-to-ring path was taken
+    if (GetParam() == 2) {
+      EXPECT_EQ(s.msg_ring_fallbacks, s.msg_ring_kicks);  // every one failed, none was lost
+    }
   } else {
     EXPECT_EQ(s.msg_ring_kicks, 0u);
   }
   ::close(p[0]);
   ::close(p[1]);
   testing::set_msg_ring_kicks(true);
+  testing::break_msg_ring_kicks(false);
 }
 
 TEST(Io, NoDescriptorLeftBehind) {

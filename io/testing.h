@@ -32,4 +32,8 @@ void set_msg_ring_kicks(bool on);
 // `exit_patience` for them. `false` restores real cancels and the 2 s wait.
 void simulate_uncancellable_io(bool on, absl::Duration exit_patience = absl::Milliseconds(20));
 
+// Ring-to-ring kicks are aimed at a descriptor that is not a ring, so every MSG_RING fails
+// (EBADFD) and the sender's fallback to the target's eventfd must carry the kick.
+void break_msg_ring_kicks(bool on);
+
 }  // namespace lwkt::io::testing

@@ -2,7 +2,7 @@
 
 load("//:copts.bzl", "LWKT_TEST_COPTS")
 
-def io_backend_test(name, srcs, size = "medium"):
+def io_backend_test(name, srcs, size = "medium", tags = []):
     """Declares `name` (io_uring; it skips, saying so, where there is none) and
     `name`_epoll (LWKT_IO_TEST_BACKEND=epoll), both from the same sources."""
     for suffix, env in [("", {}), ("_epoll", {"LWKT_IO_TEST_BACKEND": "epoll"})]:
@@ -12,6 +12,7 @@ def io_backend_test(name, srcs, size = "medium"):
             srcs = srcs + ["test_util.h"],
             copts = LWKT_TEST_COPTS,
             env = env,
+            tags = tags,
             deps = [
                 ":io",
                 "//lwkt",

@@ -25,6 +25,7 @@ struct worker_base {
   counter ops, submits, reaps, waits, sq_full, cq_overflows, cancels;
   counter pool_enobufs;  // multishot recvs the kernel ended for want of a pool buffer
   counter msg_ring_kicks;  // parked workers this one woke through IORING_OP_MSG_RING
+  counter msg_ring_fallbacks;  // ... whose MSG_RING failed, so the eventfd woke them
 };
 
 }  // namespace lwkt::io::internal

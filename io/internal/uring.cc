@@ -41,6 +41,7 @@ std::atomic<bool> g_msg_ring_missing{false};  // the probe found no IORING_OP_MS
 // testing::simulate_uncancellable_io: cancels are not sent (shutdown's, worker exit's) and
 // worker exit waits this long for what is in flight.
 std::atomic<bool> g_exit_without_cancel{false};
+std::atomic<bool> g_break_msg_ring{false};  // testing::break_msg_ring_kicks
 std::atomic<std::int64_t> g_exit_patience_ns{2'000'000'000};
 std::atomic<unsigned> g_sq_entries{0};  // testing::set_ring_entries; 0: kSqEntries
 std::atomic<unsigned> g_cq_entries{0};
@@ -165,6 +166,17 @@ unsigned reap(uring_worker* w, bool wake) {
     } else if (ud == kIgnoreTag || ud == kMsgKickTag || ud == 0 || ud == LIBURING_UDATA_TIMEOUT) {
       // a cancel request's own answer, a kick (its job was to end the wait), or liburing's
       // internal wait timeout
+    } else if ((ud & 7) == kMsgSentBit) {
+      // Our MSG_RING kick failed (success posts nothing: CQE_SKIP_SUCCESS): wake the
+      // target through its eventfd instead, so the kick is not lost.
+      if (cqe->res < 0) {
+        auto* target = reinterpret_cast<worker_io*>(ud & ~std::uint64_t{7});
+        if (const int fd = target->kick_fd.load(std::memory_order_acquire); fd >= 0) {
+          const std::uint64_t one = 1;
+          (void)!::write(fd, &one, sizeof one);
+        }
+        w->msg_ring_fallbacks.add();
+      }
     } else if ((ud & 7) == kMultishotBit) {
       auto* m = reinterpret_cast<multishot*>(ud & ~std::uint64_t{7});
       m->on_cqe(m, w, cqe->res, cqe->flags);
@@ -282,6 +294,7 @@ std::uint32_t uring_exit(worker_io* wio) {
                  "the wait after their cancellation; closing the ring\n", left);
   }
   wio->ring_fd.store(-1, std::memory_order_release);  // no more kicks into this ring
+  wio->kick_fd.store(-1, std::memory_order_release);
   if (buffer_pool* bp = w->pool) {
     (void)io_uring_unregister_buf_ring(&w->ring, 0);
     munmap(bp->br, bp->ring_bytes);
@@ -309,8 +322,9 @@ bool uring_kick(worker_io* target) {
   thread* td = curthread();
   ++td->td_critcount;
   io_uring_sqe* sqe = get_sqe(w);
-  io_uring_prep_msg_ring(sqe, fd, 0, kMsgKickTag, 0);
-  io_uring_sqe_set_data64(sqe, kIgnoreTag);
+  io_uring_prep_msg_ring(sqe, g_break_msg_ring.load(std::memory_order_relaxed) ? w->kick_fd : fd,
+                         0, kMsgKickTag, 0);
+  io_uring_sqe_set_data64(sqe, reinterpret_cast<std::uint64_t>(target) | kMsgSentBit);
   if (w->skip_success) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
   submit_now(w);
   --td->td_critcount;
@@ -380,6 +394,7 @@ uring_worker* my_ring(worker_io* wio, int* err) {
   arm_kick(w);
   // release: io::stats() on another worker reads the counters through this pointer.
   wio->state.store(w, std::memory_order_release);
+  wio->kick_fd.store(w->kick_fd, std::memory_order_release);
   wio->ring_fd.store(w->ring.ring_fd, std::memory_order_release);
   sync_busy(w, wio);
   crit_exit();
@@ -485,6 +500,10 @@ namespace testing {
 void inject_setup_error(int err) {
   internal::g_injected_setup_error.store(err, std::memory_order_relaxed);
 }
+void break_msg_ring_kicks(bool on) {
+  internal::g_break_msg_ring.store(on, std::memory_order_relaxed);
+}
+
 void simulate_uncancellable_io(bool on, absl::Duration exit_patience) {
   internal::g_exit_without_cancel.store(on, std::memory_order_relaxed);
   internal::g_exit_patience_ns.store(on ? absl::ToInt64Nanoseconds(exit_patience) : 2'000'000'000,

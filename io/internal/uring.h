@@ -27,6 +27,7 @@ inline constexpr std::uint64_t kKickTag = 1;     // the armed read of the parker
 inline constexpr std::uint64_t kIgnoreTag = 3;   // cancel requests: their CQEs carry nothing
 inline constexpr std::uint64_t kMultishotBit = 2;  // user_data = (multishot address) | 2
 inline constexpr std::uint64_t kMsgKickTag = 5;    // a kick another worker posted (MSG_RING)
+inline constexpr std::uint64_t kMsgSentBit = 6;    // user_data = (target worker_io*) | 6
 
 struct uring_worker;
 

@@ -56,6 +56,9 @@ struct worker_io {
   // cleared before closing it; a kick that read a stale value reaches a closed or reused
   // descriptor, which at worst wakes some ring spuriously.
   std::atomic<int> ring_fd{-1};
+  // The parker's eventfd whose read the ring keeps armed (-1 until the ring exists): a
+  // kicker whose MSG_RING failed writes it instead.
+  std::atomic<int> kick_fd{-1};
   // Non-zero while operations are prepared or in flight: switch points call its flush.
   std::uint32_t busy = 0;
 };
