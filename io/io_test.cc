@@ -66,6 +66,18 @@ bool have_io_uring() {
     REQUIRE_BACKEND();                                                                  \
   } while (0)
 
+// A worker's first operation creates its ring (or epoll instance): this one completes at
+// once (POLLOUT on an empty pipe).
+void give_ring(Runtime& rt, int worker) {
+  run_on(rt, [] {
+    int q[2];
+    ASSERT_EQ(pipe(q), 0);
+    EXPECT_TRUE(poll(q[1], POLLOUT).ok());
+    ::close(q[0]);
+    ::close(q[1]);
+  }, worker);
+}
+
 TEST(Io, ResultCarriesValueOrErrno) {
   constexpr result ok = result::from_res(42);
   constexpr result bad = result::from_res(-ECONNRESET);
@@ -433,13 +445,7 @@ TEST_P(IoKick, ParkedInTheRingWorkerIsWokenByEveryKick) {
   testing::break_msg_ring_kicks(GetParam() == 2);
   auto rt = test_runtime(2, io_opts());
   // Worker 0 gets a ring of its own: its kicks can then go ring to ring.
-  run_on(*rt, [] {
-    int q[2];
-    ASSERT_EQ(pipe(q), 0);
-    EXPECT_TRUE(poll(q[1], POLLOUT).ok());
-    ::close(q[0]);
-    ::close(q[1]);
-  }, 0);
+  give_ring(*rt, 0);
   int p[2];
   ASSERT_EQ(pipe(p), 0);
   std::atomic<bool> flag{false};
@@ -625,13 +631,7 @@ TEST(Io, AnIdleWorkerWithARingParksAfterABurstOfKicks) {
   auto rt = test_runtime(2, io_opts());
   // Both workers get a ring (or epoll instance); worker 1 then has nothing in flight.
   for (int w : {1, 0}) {
-    run_on(*rt, [] {
-      int q[2];
-      ASSERT_EQ(pipe(q), 0);
-      EXPECT_TRUE(poll(q[1], POLLOUT).ok());
-      ::close(q[0]);
-      ::close(q[1]);
-    }, w);
+    give_ring(*rt, w);
   }
   run_on(*rt, [] {
     std::uint64_t x = 1;
