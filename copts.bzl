@@ -2,6 +2,9 @@
 
 # Our own code: warnings on and fatal. System headers are not affected (-isystem).
 LWKT_COPTS = [
+    # The targets carry their language standard, so an embedder's build needs no flag for
+    # lwkt's own sources (code that includes lwkt headers must be C++20 too: README).
+    "-std=c++20",
     "-Wall",
     "-Wextra",
     "-Werror",

@@ -17,7 +17,7 @@ def io_backend_test(name, srcs, size = "medium", tags = []):
                 ":io",
                 "//lwkt",
                 "//lwkt:testing",
-                "@system//:absl",
-                "@system//:gtest_main",
+                "@lwkt_system//:absl",
+                "@lwkt_system//:gtest_main",
             ],
         )
