@@ -13,6 +13,7 @@
 
 #include "lwkt/internal/clock.h"
 #include "lwkt/internal/io_hook.h"
+#include "lwkt/internal/remote_call.h"
 #include "lwkt/internal/runtime_state.h"
 #include "lwkt/internal/sanitizers.h"
 #include "lwkt/internal/sched_internal.h"
@@ -259,6 +260,19 @@ std::uint32_t send_ipi(globaldata* target, ipiq::ipifunc func, void* arg1, std::
 }
 
 globaldata* worker_gd(int cpu) { return worker(cpu); }
+
+remote_call_scope::remote_call_scope(runtime_state* rs) : _rs(rs) {
+  globaldata* me = mycpu();
+  _ok = (me && me->gd_runtime == rs) || api_enter(rs, &_counted);
+}
+
+remote_call_scope::~remote_call_scope() { api_leave(_rs, _counted); }
+
+void remote_call_scope::call(globaldata* gd, ipifunc3 func, void* arg1, int arg2) {
+  LWKT_ASSERT(_ok && gd->gd_runtime == _rs, nullptr,
+              "remote_call_scope::call on a refused scope or to another runtime's worker");
+  send_ipi(gd, call3, arg1, arg2, reinterpret_cast<void*>(func), false);
+}
 
 bool ipiq_pending(const globaldata* gd) {
   for (int w = 0; w < kMaskWords; ++w) {

@@ -45,6 +45,7 @@ GROUPS = [
     ("tokens", r"^BM_(Token_|Peer_StdMutex_|Peer_AbslMutex_|Yield_HoldingTokens)", True),
     ("runtime memory", r"^BM_RuntimeMemory/", True),
     ("idle policy", r"^BM_IdlePolicy/", True),
+    ("message ports", r"^BM_(Msgport_|Peer_CondvarPingPong|Peer_BoostFiber_Channel)", True),
     ("I/O: echo and submit", r"^BM_(Echo_|IoSubmit_|IoRaw_)", True),
     ("sleep/wakeup and preemption",
      r"^BM_(SleepWakeup_|Peer_CondvarSleepWakeup|Peer_BoostFiber_CondvarRoundTrip|WakeupToRun_|"

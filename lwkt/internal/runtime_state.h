@@ -83,35 +83,44 @@ inline void check_not_forked(const runtime_state* rs, const char* call) {
 // snapshot): either it passes before shutdown starts waiting and shutdown waits for it to
 // finish, or it sees `stopping` and refuses. seq_cst on both sides (count, then read the
 // flag; shutdown: set the flag, then read the count) is a Dekker pair.
+// The two halves of api_guard, for callers outside rs that hold the guard across several
+// steps (remote_call_scope): api_enter returns whether the call may go on and sets *counted
+// when it raised api_calls (api_leave then drops it).
+inline bool api_enter(runtime_state* rs, bool* counted) {
+  *counted = false;
+  // An lwkt thread of rs itself is not counted: it can send only while its worker runs
+  // it, which shutdown's gd_stopped and ring checks already cover, and once its worker
+  // stops it may never run again (it is abandoned) and could not drop the count.
+  if (globaldata* me = mycpu(); me && me->gd_runtime == rs) {
+    return !rs->stopping.load(std::memory_order_acquire);
+  }
+  // Refused at once when shutdown is visibly under way: such callers never raise the
+  // count, so callers that keep trying do not hold shutdown's quiescence check back.
+  if (rs->stopping.load(std::memory_order_acquire)) return false;
+  rs->api_calls.fetch_add(1, std::memory_order_seq_cst);
+  if (!rs->stopping.load(std::memory_order_seq_cst)) {
+    *counted = true;
+    return true;
+  }
+  rs->api_calls.fetch_sub(1, std::memory_order_release);
+  return false;
+}
+inline void api_leave(runtime_state* rs, bool counted) {
+  if (counted) rs->api_calls.fetch_sub(1, std::memory_order_release);
+}
+
 class api_guard {
  public:
-  explicit api_guard(runtime_state* rs) : _rs(rs) {
-    // An lwkt thread of rs itself is not counted: it can send only while its worker runs
-    // it, which shutdown's gd_stopped and ring checks already cover, and once its worker
-    // stops it may never run again (it is abandoned) and could not drop the count.
-    if (globaldata* me = mycpu(); me && me->gd_runtime == rs) {
-      _ok = !rs->stopping.load(std::memory_order_acquire);
-      _counted = false;
-      return;
-    }
-    // Refused at once when shutdown is visibly under way: such callers never raise the
-    // count, so callers that keep trying do not hold shutdown's quiescence check back.
-    if (rs->stopping.load(std::memory_order_acquire)) return;
-    rs->api_calls.fetch_add(1, std::memory_order_seq_cst);
-    _ok = !rs->stopping.load(std::memory_order_seq_cst);
-    if (!_ok) rs->api_calls.fetch_sub(1, std::memory_order_release);
-  }
-  ~api_guard() {
-    if (_ok && _counted) _rs->api_calls.fetch_sub(1, std::memory_order_release);
-  }
+  explicit api_guard(runtime_state* rs) : _rs(rs), _ok(api_enter(rs, &_counted)) {}
+  ~api_guard() { api_leave(_rs, _counted); }
   api_guard(const api_guard&) = delete;
   api_guard& operator=(const api_guard&) = delete;
   bool ok() const { return _ok; }
 
  private:
   runtime_state* _rs;
+  bool _counted = false;
   bool _ok = false;
-  bool _counted = true;
 };
 
 // Every live runtime (listed from construction until its destructor), for debuggers:

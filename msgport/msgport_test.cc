@@ -1,0 +1,478 @@
+// Message ports, from msgport.h's contract: FIFO per sender (local, remote, from outside the
+// runtime), synchronous and asynchronous replies, forward chains, an owner that migrates or
+// is given away while messages arrive, many senders on many workers with nothing lost or
+// duplicated, spin ports shared by lwkt threads and OS threads, priority, abort on an
+// interrupted wait, drop, refusal at shutdown, and misuse aborts.
+#include "msgport/msgport.h"
+
+#include <atomic>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "lwkt/runtime.h"
+#include "lwkt/sched.h"
+#include "lwkt/sleep.h"
+#include "lwkt/testing.h"
+#include "lwkt/thread.h"
+
+namespace lwkt {
+namespace {
+
+using lwkt::testing::scaled;
+using lwkt::testing::test_runtime;
+
+struct req {
+  lwkt_msg m;  // first: a req* and its lwkt_msg* convert both ways
+  int sender = 0;
+  int n = 0;
+};
+req* as_req(lwkt_msg* m) { return reinterpret_cast<req*>(m); }
+
+thread_ref spawn_on(Runtime& rt, int worker, absl::AnyInvocable<void()> fn) {
+  auto td = rt.spawn(std::move(fn), {.name = "msgport-test", .worker = worker});
+  EXPECT_TRUE(td.ok()) << td.status();
+  return td.ok() ? std::move(*td) : thread_ref();
+}
+
+// Waits (spinning politely) until a pointer has been published by another thread.
+template <typename T>
+T* await(const std::atomic<T*>& p) {
+  T* v;
+  while (!(v = p.load(std::memory_order_acquire))) {
+    if (curthread()) {
+      lwkt_pause(absl::Microseconds(50));
+    } else {
+      std::this_thread::yield();
+    }
+  }
+  return v;
+}
+
+// The receiver side of most tests: takes `total` messages from its own port, checks each
+// sender's messages arrive in send order, replies with error n (and result n * 2), and
+// optionally migrates between workers as it goes.
+void serve(thread_port* port, int total, int senders, int migrate_every = 0, int workers = 1) {
+  std::vector<int> next(static_cast<std::size_t>(senders), 0);
+  for (int i = 0; i < total; ++i) {
+    lwkt_msg* m = lwkt_waitport(port, 0);
+    ASSERT_NE(m, nullptr);
+    req* r = as_req(m);
+    EXPECT_EQ(r->n, next[static_cast<std::size_t>(r->sender)]++) << "sender " << r->sender;
+    EXPECT_FALSE(m->ms_flags.load() & MSGF_REPLY);
+    m->u.ms_result = r->n * 2;
+    lwkt_replymsg(m, r->n);
+    if (i % 256 == 255) yield();  // replies flood the senders' rings too
+    if (migrate_every && i % migrate_every == 0) setcpu_self((mycpuid() + 1) % workers);
+  }
+}
+
+// Sends k asynchronous messages to `to`, replies to `reply`; then takes the k replies (in
+// order: one receiver replies in the order it received) and checks them.
+void send_async_and_collect(lwkt_port* to, lwkt_port* reply, int sender, int k) {
+  std::vector<req> msgs(static_cast<std::size_t>(k));
+  for (int i = 0; i < k; ++i) {
+    req& r = msgs[static_cast<std::size_t>(i)];
+    lwkt_initmsg(&r.m, reply, 0);
+    r.sender = sender;
+    r.n = i;
+    lwkt_sendmsg(to, &r.m);
+    if (i % 256 == 255 && curthread()) yield();  // a flood with no switch point: a stall
+  }
+  for (int i = 0; i < k; ++i) {
+    lwkt_msg* m = lwkt_waitport(reply, 0);
+    ASSERT_NE(m, nullptr);
+    EXPECT_TRUE(m->ms_flags.load() & MSGF_REPLY);
+    EXPECT_TRUE(lwkt_checkmsg(m));
+    EXPECT_EQ(as_req(m)->sender, sender);
+    EXPECT_EQ(as_req(m)->n, i);
+    EXPECT_EQ(m->ms_error, i);
+    EXPECT_EQ(m->u.ms_result, i * 2);
+  }
+  EXPECT_EQ(lwkt_getport(reply), nullptr);
+}
+
+TEST(ThreadPort, FifoPerSenderLocalRemoteAndFromOutside) {
+  auto rt = test_runtime(3);
+  const int k = scaled(3000);
+  std::atomic<thread_port*> port{nullptr};
+  thread_ref owner = spawn_on(*rt, 0, [&] {
+    thread_port p;
+    port.store(&p);
+    serve(&p, 4 * k, 4);
+  });
+  std::vector<thread_ref> senders;
+  for (int w = 0; w < 3; ++w) {  // worker 0 is the owner's: a local sender
+    senders.push_back(spawn_on(*rt, w, [&, w] {
+      thread_port mine;
+      send_async_and_collect(await(port), &mine, w, k);
+    }));
+  }
+  spin_port outside_replies;  // main is no lwkt thread: it owns no thread port
+  send_async_and_collect(await(port), &outside_replies, 3, k);
+  for (auto& s : senders) s.join();
+  owner.join();
+}
+
+TEST(ThreadPort, DomsgFromManySendersOnManyWorkersLosesNothing) {
+  auto rt = test_runtime(4);
+  const int k = scaled(2000);
+  constexpr int kSenders = 8;
+  std::atomic<thread_port*> port{nullptr};
+  thread_ref owner = spawn_on(*rt, 1, [&] {
+    thread_port p;
+    port.store(&p);
+    serve(&p, (kSenders + 1) * k, kSenders + 1);
+  });
+  auto domsgs = [&](int sender) {
+    thread_port* to = await(port);
+    req r;
+    lwkt_initmsg(&r.m, nullptr, 0);  // domsg: completed in place, no reply port needed
+    r.sender = sender;
+    for (int i = 0; i < k; ++i) {
+      r.n = i;
+      ASSERT_EQ(lwkt_domsg(to, &r.m, 0), i);
+      ASSERT_EQ(r.m.u.ms_result, 2 * i);
+      ASSERT_TRUE(lwkt_checkmsg(&r.m));
+      ASSERT_FALSE(r.m.ms_flags.load() & MSGF_QUEUED);
+    }
+  };
+  std::vector<thread_ref> senders;
+  for (int s = 0; s < kSenders; ++s) senders.push_back(spawn_on(*rt, s % 4, [&, s] { domsgs(s); }));
+  domsgs(kSenders);  // and main, blocking in the kernel
+  for (auto& s : senders) s.join();
+  owner.join();
+}
+
+TEST(ThreadPort, OwnerMigratingBetweenWorkersKeepsEachSendersOrder) {
+  constexpr int kWorkers = 4;
+  auto rt = test_runtime(kWorkers);
+  const int k = scaled(2000);
+  std::atomic<thread_port*> port{nullptr};
+  thread_ref owner = spawn_on(*rt, 0, [&] {
+    thread_port p;
+    port.store(&p);
+    serve(&p, kWorkers * k, kWorkers, /*migrate_every=*/3, kWorkers);
+  });
+  std::vector<thread_ref> senders;
+  for (int w = 0; w < kWorkers; ++w) {
+    senders.push_back(spawn_on(*rt, w, [&, w] {
+      thread_port mine;
+      send_async_and_collect(await(port), &mine, w, k);
+    }));
+  }
+  for (auto& s : senders) s.join();
+  owner.join();
+}
+
+// Messages that find the owner in transit (given away while blocked in waitport, not yet
+// acquired) wait for it and arrive, in order, once it runs on its new worker.
+TEST(ThreadPort, OwnerGivenAwayWhileBlockedGetsEveryMessageInOrder) {
+  auto rt = test_runtime(3);
+  const int k = scaled(400);
+  std::atomic<thread_port*> port{nullptr};
+  std::atomic<thread*> owner_td{nullptr};
+  std::atomic<int> phase{0};
+  std::atomic<int> on_worker{-1};
+  thread_ref owner = spawn_on(*rt, 0, [&] {
+    thread_port p;
+    owner_td.store(curthread());
+    port.store(&p);
+    serve(&p, 2 * k, 1);
+    on_worker.store(mycpuid());
+  });
+  auto wait_phase = [&](int v) {
+    while (phase.load() < v) lwkt_pause(absl::Microseconds(50));
+  };
+  thread_ref giver = spawn_on(*rt, 0, [&] {
+    thread* td = await(owner_td);
+    await(port);
+    // Same worker: the owner is not running now; give it a moment to block in waitport.
+    for (int i = 0; i < 20; ++i) yield();
+    giveaway(td);
+    phase.store(1);
+  });
+  thread_ref sender = spawn_on(*rt, 2, [&] {
+    thread_port mine;
+    thread_port* to = await(port);
+    wait_phase(1);
+    std::vector<req> msgs(static_cast<std::size_t>(2 * k));
+    for (int i = 0; i < 2 * k; ++i) {
+      req& r = msgs[static_cast<std::size_t>(i)];
+      lwkt_initmsg(&r.m, &mine, 0);
+      r.n = i;
+      lwkt_sendmsg(to, &r.m);
+      if (i % 256 == 255) yield();
+      if (i == k - 1) {
+        phase.store(2);  // the first half went to an owner in transit
+        wait_phase(3);
+      }
+    }
+    for (int i = 0; i < 2 * k; ++i) EXPECT_EQ(as_req(lwkt_waitport(&mine, 0))->n, i);
+  });
+  thread_ref acquirer = spawn_on(*rt, 1, [&] {
+    wait_phase(2);
+    acquire(owner_td.load());
+    phase.store(3);
+  });
+  sender.join();
+  giver.join();
+  acquirer.join();
+  owner.join();
+  EXPECT_EQ(on_worker.load(), 1);
+}
+
+TEST(ThreadPort, ForwardChainRepliesToTheOriginator) {
+  auto rt = test_runtime(4);
+  const int rounds = scaled(500);
+  std::atomic<thread_port*> hop[3] = {};
+  std::vector<thread_ref> hops;
+  for (int h = 0; h < 3; ++h) {
+    hops.push_back(spawn_on(*rt, h + 1, [&, h] {
+      thread_port p;
+      hop[h].store(&p);
+      thread_port* next = h < 2 ? await(hop[h + 1]) : nullptr;
+      for (int i = 0; i < 2 * rounds; ++i) {
+        lwkt_msg* m = lwkt_waitport(&p, 0);
+        m->u.ms_result += h == 0 ? 1 : h == 1 ? 10 : 100;
+        if (next) {
+          EXPECT_EQ(lwkt_forwardmsg(next, m), EASYNC);
+        } else {
+          lwkt_replymsg(m, 7);
+        }
+      }
+    }));
+  }
+  lwkt::testing::run_on(*rt, [&] {
+    thread_port mine;
+    thread_port* first = await(hop[0]);
+    for (int i = 0; i < rounds; ++i) {
+      req sync, async;
+      lwkt_initmsg(&sync.m, nullptr, 0);
+      sync.m.u.ms_result = 0;
+      EXPECT_EQ(lwkt_domsg(first, &sync.m, 0), 7);
+      EXPECT_EQ(sync.m.u.ms_result, 111);
+      lwkt_initmsg(&async.m, &mine, 0);
+      async.m.u.ms_result = 0;
+      lwkt_sendmsg(first, &async.m);
+      EXPECT_EQ(lwkt_waitmsg(&async.m, 0), 7);  // takes it off `mine`
+      EXPECT_EQ(async.m.u.ms_result, 111);
+      EXPECT_FALSE(async.m.ms_flags.load() & MSGF_QUEUED);
+      EXPECT_EQ(lwkt_getport(&mine), nullptr);
+    }
+  });
+  for (auto& h : hops) h.join();
+}
+
+TEST(ThreadPort, PriorityMessagesAreTakenFirstEachClassInOrder) {
+  auto rt = test_runtime(2);
+  lwkt::testing::run_on(*rt, [&] {
+    thread_port p;
+    thread_port replies;
+    req msgs[8];
+    for (int i = 0; i < 8; ++i) {
+      lwkt_initmsg(&msgs[i].m, &replies, i % 3 == 0 ? MSGF_PRIORITY : 0);
+      msgs[i].n = i;
+      lwkt_sendmsg(&p, &msgs[i].m);  // local: queued at once
+    }
+    const int want[] = {0, 3, 6, 1, 2, 4, 5, 7};
+    for (int w : want) {
+      lwkt_msg* m = lwkt_getport(&p);
+      ASSERT_NE(m, nullptr);
+      EXPECT_EQ(as_req(m)->n, w);
+      lwkt_replymsg(m, 0);
+    }
+    EXPECT_EQ(lwkt_getport(&p), nullptr);
+    for (int i = 0; i < 8; ++i) EXPECT_EQ(lwkt_waitmsg(&msgs[i].m, 0), 0);
+  });
+}
+
+std::atomic<int> g_aborts{0};
+void count_abort(lwkt_msg*) { g_aborts.fetch_add(1); }
+
+// An interrupted PCATCH domsg calls the abort function once and still returns the reply.
+TEST(ThreadPort, InterruptedDomsgAbortsOnceAndWaitsForTheReply) {
+  auto rt = test_runtime(2);
+  g_aborts = 0;
+  std::atomic<thread_port*> port{nullptr};
+  std::atomic<bool> taken{false};
+  thread_ref receiver = spawn_on(*rt, 1, [&] {
+    thread_port p;
+    port.store(&p);
+    lwkt_msg* m = lwkt_waitport(&p, 0);
+    taken.store(true);
+    while (g_aborts.load() == 0) lwkt_pause(absl::Microseconds(100));
+    lwkt_replymsg(m, ECONNABORTED);
+  });
+  std::atomic<int> result{-1};
+  thread_ref sender = spawn_on(*rt, 0, [&] {
+    req r;
+    lwkt_initmsg_abortable(&r.m, nullptr, 0, count_abort);
+    result.store(lwkt_domsg(await(port), &r.m, PCATCH));
+  });
+  while (!taken.load()) std::this_thread::yield();
+  interrupt(sender.get());
+  sender.join();
+  receiver.join();
+  EXPECT_EQ(result.load(), ECONNABORTED);
+  EXPECT_EQ(g_aborts.load(), 1);
+}
+
+TEST(SpinPort, LwktAndOsThreadsSendTakeAndWaitNothingLostOrDuplicated) {
+  auto rt = test_runtime(2);
+  const int k = scaled(3000);
+  constexpr int kProducers = 4, kConsumers = 3;
+  spin_port port;
+  std::vector<std::atomic<int>> seen(static_cast<std::size_t>(kProducers * k));
+  auto consume = [&] {
+    for (;;) {
+      lwkt_msg* m = lwkt_waitport(&port, 0);
+      const int id = as_req(m)->n;
+      if (id < 0) {  // a stop message
+        lwkt_replymsg(m, 0);
+        return;
+      }
+      seen[static_cast<std::size_t>(id)].fetch_add(1);
+      lwkt_replymsg(m, id);
+    }
+  };
+  auto produce = [&](int p) {
+    req r;
+    lwkt_initmsg(&r.m, nullptr, 0);
+    for (int i = 0; i < k; ++i) {
+      r.n = p * k + i;
+      ASSERT_EQ(lwkt_domsg(&port, &r.m, 0), r.n);
+    }
+  };
+  std::vector<thread_ref> lwkt_threads;
+  std::vector<std::thread> os_threads;
+  lwkt_threads.push_back(spawn_on(*rt, 0, consume));
+  lwkt_threads.push_back(spawn_on(*rt, 1, consume));
+  os_threads.emplace_back(consume);
+  std::vector<thread_ref> producers;
+  producers.push_back(spawn_on(*rt, 0, [&] { produce(0); }));
+  producers.push_back(spawn_on(*rt, 1, [&] { produce(1); }));
+  std::thread os_producer([&] { produce(2); });
+  produce(3);
+  os_producer.join();
+  for (auto& p : producers) p.join();
+  for (int c = 0; c < kConsumers; ++c) {
+    req stop;
+    lwkt_initmsg(&stop.m, nullptr, 0);
+    stop.n = -1;
+    EXPECT_EQ(lwkt_domsg(&port, &stop.m, 0), 0);
+  }
+  for (auto& t : lwkt_threads) t.join();
+  for (auto& t : os_threads) t.join();
+  for (std::size_t i = 0; i < seen.size(); ++i) ASSERT_EQ(seen[i].load(), 1) << "message " << i;
+}
+
+TEST(SpinPort, AsyncRepliesAndDrop) {
+  spin_port target, replies;
+  req a, b;
+  lwkt_initmsg(&a.m, &replies, MSGF_DROPABLE);
+  lwkt_initmsg(&b.m, &replies, 0);
+  lwkt_sendmsg(&target, &a.m);
+  lwkt_sendmsg(&target, &b.m);
+  EXPECT_FALSE(lwkt_checkmsg(&a.m));
+  EXPECT_EQ(lwkt_dropmsg(&a.m), 0);  // withdrawn before anyone took it
+  EXPECT_TRUE(lwkt_checkmsg(&a.m));
+  EXPECT_FALSE(a.m.ms_flags.load() & (MSGF_REPLY | MSGF_QUEUED));
+  lwkt_msg* m = lwkt_getport(&target);
+  EXPECT_EQ(m, &b.m);
+  EXPECT_EQ(lwkt_getport(&target), nullptr);
+  lwkt_replymsg(m, 5);
+  EXPECT_EQ(lwkt_waitmsg(&b.m, 0), 5);
+  EXPECT_EQ(lwkt_getport(&replies), nullptr);  // waitmsg took the reply off
+  // Taken by the receiver: too late to drop.
+  lwkt_sendmsg(&target, &a.m);
+  m = lwkt_getport(&target);
+  EXPECT_EQ(lwkt_dropmsg(&a.m), ENOENT);
+  lwkt_replymsg(m, 0);
+  EXPECT_EQ(lwkt_getport(&replies), &a.m);
+}
+
+// After shutdown has begun, a send from outside the runtime to a thread port completes in
+// place with ECANCELED; lwkt threads still exchange messages during the grace period.
+TEST(ThreadPort, SendFromOutsideAfterShutdownBeganIsCancelledInPlace) {
+  auto rt = test_runtime(2);
+  std::atomic<thread_port*> port{nullptr};
+  std::atomic<bool> stop{false};
+  std::atomic<bool> inside_done{false};
+  thread_ref owner = spawn_on(*rt, 0, [&] {
+    thread_port p;
+    port.store(&p);
+    for (bool last = false; !last;) {
+      last = inside_done.load();  // then one more pass: nothing is left queued
+      while (lwkt_msg* m = lwkt_getport(&p)) lwkt_replymsg(m, 0);
+      if (!last) lwkt_pause(absl::Microseconds(200));
+    }
+  });
+  std::atomic<int> inside_ok{0};
+  thread_ref inside = spawn_on(*rt, 1, [&] {
+    req r;
+    lwkt_initmsg(&r.m, nullptr, 0);
+    while (!stop.load()) {
+      if (lwkt_domsg(await(port), &r.m, 0) == 0) inside_ok.fetch_add(1);
+    }
+    inside_done.store(true);
+  });
+  thread_port* to = await(port);
+  req r;
+  lwkt_initmsg(&r.m, nullptr, 0);
+  EXPECT_EQ(lwkt_domsg(to, &r.m, 0), 0);
+  std::thread stopper([&] { (void)rt->shutdown(absl::Seconds(20)); });
+  int result;
+  while ((result = lwkt_domsg(to, &r.m, 0)) == 0) std::this_thread::yield();
+  EXPECT_EQ(result, ECANCELED);
+  spin_port replies;
+  req a;
+  lwkt_initmsg(&a.m, &replies, 0);
+  lwkt_sendmsg(to, &a.m);
+  EXPECT_TRUE(lwkt_checkmsg(&a.m));  // completed in place, not queued anywhere
+  EXPECT_EQ(a.m.ms_error, ECANCELED);
+  EXPECT_EQ(lwkt_getport(&replies), nullptr);
+  const int before = inside_ok.load();
+  while (inside_ok.load() < before + 10) std::this_thread::yield();  // still working inside
+  stop.store(true);
+  stopper.join();
+  EXPECT_TRUE(owner.exited());
+  EXPECT_TRUE(inside.exited());
+}
+
+TEST(MsgportDeathTest, MisuseAbortsNamingTheCall) {
+  lwkt::testing::use_safe_death_test_style();
+  EXPECT_DEATH(
+      {
+        spin_port p;
+        req r;
+        lwkt_initmsg(&r.m, &p, 0);
+        lwkt_sendmsg(&p, &r.m);
+        lwkt_sendmsg(&p, &r.m);
+      },
+      "lwkt_sendmsg: message .*: still in flight");
+  EXPECT_DEATH(
+      {
+        req r;
+        lwkt_initmsg(&r.m, nullptr, 0);
+        lwkt_replymsg(&r.m, 0);
+      },
+      "lwkt_replymsg: message .*: already complete");
+  EXPECT_DEATH(
+      {
+        auto rt = test_runtime(1);
+        std::atomic<thread_port*> port{nullptr};
+        std::atomic<bool> done{false};
+        thread_ref owner = spawn_on(*rt, 0, [&] {
+          thread_port p;
+          port.store(&p);
+          lwkt::testing::block_until(done);
+        });
+        lwkt_getport(await(port));
+      },
+      "thread_port::getport from an OS thread outside the runtime, but the port belongs to");
+}
+
+}  // namespace
+}  // namespace lwkt
