@@ -25,6 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import report_charts  # noqa: E402
+import report_http  # noqa: E402
 import report_machine  # noqa: E402
 import report_table  # noqa: E402
 
@@ -180,6 +181,7 @@ def render(doc, fig, rows, charts, missing):
     out += report_table.memory_lines(fig) + [""]
     out += report_table.idle_policy_lines(fig) + [""]
     out += report_table.echo_lines(fig) + [""]
+    out += report_http.markdown(doc.get("http"))
     if matrix:
         out.append("Worker-to-worker matrix (%d workers, median of %d samples of %d round trips,"
                    " first dropped), ns per round trip, lwkt / atomic floor:" % (
@@ -320,7 +322,7 @@ def main():
     if others and not args.quick:
         # Benchmarks added later (I/O, server) join the report without editing this list.
         groups.append(("other", "^(%s)$" % "|".join(re.escape(b) for b in others)))
-    total = len(groups) + 1
+    total = len(groups) + 2
     timeout = 300 if args.quick else 900
     benchmarks, context, group_log, missing = [], {}, [], []
     if list_err:
@@ -347,10 +349,20 @@ def main():
     if err:
         missing.append(("worker-to-worker matrix", err))
     progress(time.time() - t0, "FAILED: " + err if err else "")
+    progress_start(total, total, "HTTP beside nginx")
+    t0, http, err = time.time(), None, None
+    try:
+        http = report_http.run(args.bin_dir, args.quick)
+    except (RuntimeError, OSError, subprocess.SubprocessError, ValueError, AttributeError) as e:
+        err = str(e) or type(e).__name__
+        missing.append(("HTTP beside nginx", err))
+    group_log.append({"name": "HTTP beside nginx", "seconds": round(time.time() - t0, 1),
+                      "error": err})
+    progress(time.time() - t0, "FAILED: " + err if err else "")
 
     doc = {"machine": machine, "context": context, "benchmarks": benchmarks, "matrix": matrix,
            "groups": group_log, "repetitions": args.repetitions, "quick": args.quick,
-           "missing": missing}
+           "missing": missing, "http": http}
     write_outputs(doc, out_dir, args, prune_older=not args.quick)
     return 0
 

@@ -1,0 +1,126 @@
+// The httpd binary under SIGINT / SIGTERM: it stops accepting, lets an in-flight response
+// finish, closes idle connections and exits 0 within --drain_timeout; a second signal ends
+// it at once (status 130).
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "examples/httpd/test_client.h"
+#include "gtest/gtest.h"
+
+namespace httpd {
+namespace {
+
+using testing::connect_to;
+using testing::get;
+using testing::reader;
+using testing::send_str;
+
+struct child {
+  pid_t pid = -1;
+  int port = 0;
+};
+
+child spawn_httpd(const std::vector<std::string>& extra) {
+  const std::string bin = absl::StrCat(std::getenv("TEST_SRCDIR"), "/lwkt/examples/httpd/httpd");
+  int out[2];
+  EXPECT_EQ(pipe(out), 0);
+  child c;
+  c.pid = fork();
+  if (c.pid == 0) {
+    dup2(out[1], 1);
+    std::vector<std::string> args = {bin, "--port=0", "--workers=2", "--address=127.0.0.1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(bin.c_str(), argv.data());
+    _exit(127);
+  }
+  ::close(out[1]);
+  std::string line;
+  char ch;
+  while (::read(out[0], &ch, 1) == 1 && ch != '\n') line.push_back(ch);
+  ::close(out[0]);
+  const std::size_t colon = line.rfind(':', line.find(" with "));
+  EXPECT_NE(colon, std::string::npos) << "httpd printed: " << line;
+  if (colon != std::string::npos) c.port = std::atoi(line.c_str() + colon + 1);
+  return c;
+}
+
+int wait_exit(pid_t pid, absl::Duration limit, absl::Duration* took) {
+  const absl::Time t0 = absl::Now();
+  int st = 0;
+  while (waitpid(pid, &st, WNOHANG) == 0) {
+    if (absl::Now() - t0 > limit) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &st, 0);
+      return -1;
+    }
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  *took = absl::Now() - t0;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+std::string make_root() {
+  char tmpl[] = "/tmp/httpd_sig_XXXXXX";
+  const std::string root = mkdtemp(tmpl);
+  std::ofstream(root + "/big.bin", std::ios::binary) << std::string(16 << 20, 's');
+  return root;
+}
+
+TEST(HttpdSignal, SigintDrainsInFlightAndExitsZero) {
+  for (int sig : {SIGINT, SIGTERM}) {
+    const child c = spawn_httpd({"--root=" + make_root(), "--drain_timeout=10s"});
+    ASSERT_GT(c.port, 0);
+    const int idle = connect_to(c.port);
+    reader ird(idle);
+    ASSERT_TRUE(send_str(idle, get("/nothing")));
+    EXPECT_EQ(ird.next().status, 404);
+    const int busy = connect_to(c.port);
+    int rcvbuf = 65536;  // smaller than the file: the response is still in flight at the drain
+    setsockopt(busy, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    ASSERT_TRUE(send_str(busy, get("/big.bin")));
+    char b[4096];
+    ASSERT_GT(testing::recv_retry(busy, b, sizeof b), 0);
+    kill(c.pid, sig);
+    EXPECT_TRUE(ird.at_eof());
+    std::size_t got = 0;
+    for (ssize_t n; (n = testing::recv_retry(busy, b, sizeof b)) > 0;) got += static_cast<std::size_t>(n);
+    EXPECT_GT(got, (16u << 20) - 4096) << "signal " << sig;
+    absl::Duration took;
+    EXPECT_EQ(wait_exit(c.pid, absl::Seconds(20), &took), 0) << "signal " << sig;
+    ::close(idle);
+    ::close(busy);
+  }
+}
+
+TEST(HttpdSignal, SecondSignalExitsAtOnce) {
+  const child c = spawn_httpd({"--root=" + make_root(), "--drain_timeout=60s"});
+  ASSERT_GT(c.port, 0);
+  const int stuck = connect_to(c.port);  // never reads its 16 MiB: the drain cannot finish
+  int rcvbuf = 65536;  // smaller than the file: the response is still in flight at the drain
+  setsockopt(stuck, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+  ASSERT_TRUE(send_str(stuck, get("/big.bin")));
+  absl::SleepFor(absl::Milliseconds(100));
+  kill(c.pid, SIGINT);
+  absl::SleepFor(absl::Milliseconds(200));
+  kill(c.pid, SIGINT);
+  absl::Duration took;
+  EXPECT_EQ(wait_exit(c.pid, absl::Seconds(10), &took), 130);
+  EXPECT_LT(took, absl::Seconds(5));
+  ::close(stuck);
+}
+
+}  // namespace
+}  // namespace httpd
