@@ -96,7 +96,7 @@ bool file_reply(server::state* s, int conn, const request& req, bool head, std::
     error_reply(s, 400, false, out, r);
     return true;
   }
-  open_file f = open_below(s->root_fd, path);
+  open_file f = open_below(s->root_fd, s->root_real, path);
   if (f.status != 0) {  // 403, 404: the connection stays
     error_reply(s, f.status, r->keep_alive, out, r);
     return true;

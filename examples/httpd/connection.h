@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "examples/httpd/server.h"
@@ -31,6 +32,7 @@ struct server::state {
   int nworkers = 0;
   int port = 0;
   int root_fd = -1;
+  std::string root_real;  // realpath of opts.root (files.h's fallback)
   std::vector<int> listen_fds;
   std::vector<lwkt::thread_ref> acceptors, dispatchers;
   std::unique_ptr<std::atomic<long>[]> open_per_worker;

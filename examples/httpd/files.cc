@@ -5,6 +5,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <climits>
+#include <cstdlib>
+#include <atomic>
 #include <cerrno>
 
 #include "absl/strings/str_split.h"
@@ -39,7 +42,20 @@ bool decode_path(std::string_view target, std::string* path) {
   return !path->empty() && (*path)[0] == '/';
 }
 
-open_file open_below(int root_fd, const std::string& path) {
+namespace {
+int open_by_realpath(const std::string& root_real, const std::string& rel) {
+  char resolved[PATH_MAX];
+  if (!realpath((root_real + "/" + rel).c_str(), resolved)) return -1;
+  const std::string r = resolved;
+  if (r.compare(0, root_real.size() + 1, root_real + "/") != 0) {
+    errno = EXDEV;  // outside the root, as openat2 says it
+    return -1;
+  }
+  return ::open(resolved, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+}
+}  // namespace
+
+open_file open_below(int root_fd, const std::string& root_real, const std::string& path) {
   open_file f;
   std::string rel;
   for (absl::string_view seg : absl::StrSplit(path, '/')) {
@@ -55,7 +71,13 @@ open_file open_below(int root_fd, const std::string& path) {
   open_how how = {};
   how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY;
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
-  const int fd = static_cast<int>(syscall(SYS_openat2, root_fd, rel.c_str(), &how, sizeof how));
+  static std::atomic<bool> no_openat2{false};
+  int fd = -1;
+  if (!no_openat2.load(std::memory_order_relaxed)) {
+    fd = static_cast<int>(syscall(SYS_openat2, root_fd, rel.c_str(), &how, sizeof how));
+    if (fd < 0 && errno == ENOSYS) no_openat2.store(true, std::memory_order_relaxed);
+  }
+  if (no_openat2.load(std::memory_order_relaxed)) fd = open_by_realpath(root_real, rel);
   if (fd < 0) {
     f.status = (errno == EXDEV || errno == ELOOP || errno == EACCES || errno == EPERM) ? 403 : 404;
     return f;

@@ -22,7 +22,10 @@ struct open_file {
 // Opens the decoded `path` (starting with '/') below root_fd; a path ending in '/' means its
 // index.html. A `..` segment is refused (403) before the kernel is asked; an escape through
 // a symlink is refused by the kernel (403); a missing file or a non-regular one is 404.
+// Where openat2 is missing (Linux < 5.6, qemu-user) the fallback resolves the path with
+// realpath and refuses any result outside root_real (the root's own realpath); that check
+// races with a concurrent rename inside the root, which openat2 does not.
 // Runs on: any thread (openat2 and fstat are short blocking calls on the page cache).
-open_file open_below(int root_fd, const std::string& path);
+open_file open_below(int root_fd, const std::string& root_real, const std::string& path);
 
 }  // namespace httpd

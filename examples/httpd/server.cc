@@ -14,6 +14,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <climits>
+#include <cstdlib>
 #include <algorithm>
 #include <optional>
 #include <vector>
@@ -158,6 +160,8 @@ absl::StatusOr<std::unique_ptr<server>> server::start(const options& o) {
   s->opts = o;
   if (!o.root.empty()) {
     s->root_fd = ::open(o.root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    char real[PATH_MAX];
+    if (s->root_fd >= 0 && realpath(o.root.c_str(), real)) s->root_real = real;
     if (s->root_fd < 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("httpd: --root '", o.root, "' is not a directory: ", strerror(errno)));
