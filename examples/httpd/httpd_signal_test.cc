@@ -1,6 +1,7 @@
 // The httpd binary under SIGINT / SIGTERM: it stops accepting, lets an in-flight response
 // finish, closes idle connections and exits 0 within --drain_timeout; a second signal ends
 // it at once (status 130).
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -8,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -30,7 +32,8 @@ struct child {
   int port = 0;
 };
 
-child spawn_httpd(const std::vector<std::string>& extra) {
+// stderr_path: where the child's stderr goes (empty: inherited).
+child spawn_httpd(const std::vector<std::string>& extra, const std::string& stderr_path = "") {
   const std::string bin = absl::StrCat(std::getenv("TEST_SRCDIR"), "/lwkt/examples/httpd/httpd");
   int out[2];
   EXPECT_EQ(pipe(out), 0);
@@ -38,6 +41,10 @@ child spawn_httpd(const std::vector<std::string>& extra) {
   c.pid = fork();
   if (c.pid == 0) {
     dup2(out[1], 1);
+    if (!stderr_path.empty()) {
+      const int e = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      dup2(e, 2);
+    }
     std::vector<std::string> args = {bin, "--port=0", "--workers=2", "--address=127.0.0.1"};
     args.insert(args.end(), extra.begin(), extra.end());
     std::vector<char*> argv;
@@ -120,6 +127,31 @@ TEST(HttpdSignal, SecondSignalExitsAtOnce) {
   EXPECT_EQ(wait_exit(c.pid, absl::Seconds(10), &took), 130);
   EXPECT_LT(took, absl::Seconds(5));
   ::close(stuck);
+}
+
+// --access_log: one line per request on stderr (off by default: nothing is logged).
+TEST(HttpdSignal, AccessLogIsOptional) {
+  for (const bool on : {true, false}) {
+    const std::string log = absl::StrCat(std::getenv("TEST_TMPDIR"), "/access", on, ".log");
+    const child c = spawn_httpd(on ? std::vector<std::string>{"--access_log"}
+                                   : std::vector<std::string>{}, log);
+    ASSERT_GT(c.port, 0);
+    const int fd = connect_to(c.port);
+    reader rd(fd);
+    ASSERT_TRUE(send_str(fd, get("/logged?x=1") + "HEAD / HTTP/1.1\r\nHost: t\r\n\r\n"));
+    EXPECT_EQ(rd.next().status, 200);
+    EXPECT_EQ(rd.next(/*head=*/true).status, 200);
+    ::close(fd);
+    kill(c.pid, SIGTERM);
+    absl::Duration took;
+    EXPECT_EQ(wait_exit(c.pid, absl::Seconds(20), &took), 0);
+    std::ifstream f(log);
+    const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const bool get_line = text.find("127.0.0.1 \"GET /logged?x=1\" 200 14\n") != std::string::npos;
+    const bool head_line = text.find("127.0.0.1 \"HEAD /\" 200 0\n") != std::string::npos;
+    EXPECT_EQ(get_line, on) << text;
+    EXPECT_EQ(head_line, on) << text;
+  }
 }
 
 }  // namespace
