@@ -223,6 +223,50 @@ TEST(ThreadPort, OwnerGivenAwayWhileBlockedGetsEveryMessageInOrder) {
   EXPECT_EQ(on_worker.load(), 1);
 }
 
+// Regression: an owner given away while blocked in waitport, and acquired with no message
+// sent meanwhile, is on no sleep queue and not runnable; the next message's arrival must
+// still wake it (it hung: the arrival only did wakeup_mycpu(port), which found no sleeper).
+TEST(ThreadPort, OwnerGivenAwayAndAcquiredWhileBlockedWakesOnTheNextMessage) {
+  auto rt = test_runtime(3);
+  std::atomic<thread_port*> port{nullptr};
+  std::atomic<thread*> owner_td{nullptr};
+  std::atomic<int> phase{0};
+  std::atomic<int> got{-1};
+  thread_ref owner = spawn_on(*rt, 0, [&] {
+    thread_port p;
+    owner_td.store(curthread());
+    port.store(&p);
+    lwkt_msg* m = lwkt_waitport(&p, 0);
+    got.store(as_req(m)->n);
+    lwkt_replymsg(m, 0);
+  });
+  thread_ref giver = spawn_on(*rt, 0, [&] {
+    thread* td = await(owner_td);
+    await(port);
+    for (int i = 0; i < 20; ++i) yield();  // same worker: the owner is blocked in waitport
+    giveaway(td);
+    phase.store(1);
+  });
+  thread_ref acquirer = spawn_on(*rt, 1, [&] {
+    while (phase.load() < 1) lwkt_pause(absl::Microseconds(50));
+    acquire(owner_td.load());
+    phase.store(2);
+  });
+  thread_ref sender = spawn_on(*rt, 2, [&] {
+    while (phase.load() < 2) lwkt_pause(absl::Microseconds(50));
+    lwkt_pause(absl::Milliseconds(5));  // the owner is settled on worker 1, still blocked
+    req r;
+    lwkt_initmsg(&r.m, nullptr, 0);
+    r.n = 42;
+    EXPECT_EQ(lwkt_domsg(await(port), &r.m, 0), 0);
+  });
+  sender.join();
+  giver.join();
+  acquirer.join();
+  owner.join();
+  EXPECT_EQ(got.load(), 42);
+}
+
 TEST(ThreadPort, ForwardChainRepliesToTheOriginator) {
   auto rt = test_runtime(4);
   const int rounds = scaled(500);

@@ -84,7 +84,15 @@ struct thread_port::internals {
       if (!m || m->ms_seq != p->mp_nextseq) break;
       p->mp_early = m->ms_next;
     }
-    if (p->mp_waiting) wakeup_mycpu(p);
+    if (p->mp_waiting) {
+      // The owner sleeps in waitport/waitmsg: wakeup_mycpu ends an interlocked or real
+      // sleep on the port. An owner that was given away while asleep there is on no sleep
+      // queue any more (giveaway clears them) and, acquired with nothing pending, not
+      // runnable: only a schedule reaches it (a spurious one otherwise, which its loop
+      // tolerates). Model: msgport/model/thread_port_transit.pml, mutant NO_ARRIVE_SCHEDULE.
+      wakeup_mycpu(p);
+      schedule(p->mp_td);
+    }
   }
 
   // Owner's worker, critical section. acquire: the pushers' writes to the messages.
