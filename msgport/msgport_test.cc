@@ -363,6 +363,45 @@ TEST(ThreadPort, InterruptedDomsgAbortsOnceAndWaitsForTheReply) {
   EXPECT_EQ(g_aborts.load(), 1);
 }
 
+// "Runs on: any OS thread" for thread_port(td), lwkt_forwardmsg and lwkt_abortmsg: main
+// builds the port for an lwkt thread, an OS thread relays a message from a spin port to it,
+// another OS thread asks for an abort while the owner holds it.
+TEST(ThreadPort, BuiltForwardedToAndAbortedFromOsThreads) {
+  auto rt = test_runtime(2);
+  g_aborts = 0;
+  std::atomic<thread_port*> port{nullptr};
+  std::atomic<bool> taken{false};
+  thread_ref owner = spawn_on(*rt, 1, [&] {
+    thread_port* p = await(port);
+    EXPECT_EQ(p->owner(), curthread());
+    lwkt_msg* m = lwkt_waitport(p, 0);
+    taken.store(true);
+    while (g_aborts.load() == 0) lwkt_pause(absl::Microseconds(100));
+    m->u.ms_result += 1;
+    lwkt_replymsg(m, 9);
+  });
+  thread_port p(owner.get());  // by main, for the owner
+  port.store(&p);
+  spin_port front;
+  req r;
+  lwkt_initmsg_abortable(&r.m, nullptr, 0, count_abort);
+  r.m.u.ms_result = 41;
+  std::thread relay([&] {
+    lwkt_msg* m = lwkt_waitport(&front, 0);     // an OS thread waits on a spin port...
+    EXPECT_EQ(lwkt_forwardmsg(&p, m), EASYNC);  // ...and forwards to a thread port
+  });
+  std::thread aborter([&] {
+    while (!taken.load()) std::this_thread::yield();
+    lwkt_abortmsg(&r.m);  // in flight, held by the owner: abortfn runs here, once
+  });
+  EXPECT_EQ(lwkt_domsg(&front, &r.m, 0), 9);
+  EXPECT_EQ(r.m.u.ms_result, 42);
+  relay.join();
+  aborter.join();
+  owner.join();
+  EXPECT_EQ(g_aborts.load(), 1);
+}
+
 TEST(SpinPort, LwktAndOsThreadsSendTakeAndWaitNothingLostOrDuplicated) {
   auto rt = test_runtime(2);
   const int k = scaled(3000);

@@ -80,8 +80,7 @@ int wait_exit(pid_t pid, absl::Duration limit, absl::Duration* took) {
 }
 
 std::string make_root() {
-  char tmpl[] = "/tmp/httpd_sig_XXXXXX";
-  const std::string root = mkdtemp(tmpl);
+  const std::string root = testing::temp_dir();
   std::ofstream(root + "/big.bin", std::ios::binary) << std::string(16 << 20, 's');
   return root;
 }

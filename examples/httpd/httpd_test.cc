@@ -40,19 +40,13 @@ std::unique_ptr<server> start(options o) {
   return s.ok() ? std::move(*s) : nullptr;
 }
 
-std::string temp_root() {
-  char tmpl[] = "/tmp/httpd_test_XXXXXX";
-  const char* d = mkdtemp(tmpl);
-  return d ? d : "";
-}
-
 void write_file(const std::string& path, const std::string& content) {
   std::ofstream(path, std::ios::binary) << content;
 }
 
 // A server whose root holds one file, big.bin, of `bytes` copies of `fill`.
 std::unique_ptr<server> start_with_big_file(std::size_t bytes, char fill) {
-  const std::string root = temp_root();
+  const std::string root = testing::temp_dir();
   write_file(root + "/big.bin", std::string(bytes, fill));
   options o;
   o.root = root;
@@ -111,7 +105,7 @@ TEST(Httpd, ConnectionCloseAndHttp10) {
 }
 
 TEST(Httpd, StaticFilesConditionalGetAndTraversalRefused) {
-  const std::string root = temp_root();
+  const std::string root = testing::temp_dir();
   ASSERT_FALSE(root.empty());
   std::string content(4096, '\0');
   for (std::size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>('a' + i % 26);

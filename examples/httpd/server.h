@@ -45,9 +45,9 @@ struct options {
   bool access_log = false;                 // one line per request on stderr
   bool stats = false;                      // GET /-/stats: the runtime's ps and I/O counters
   balance policy = balance::reuseport;
-  // Runtime::Options::idle_spin. 0 (park at once): measured on 2 vCPUs, throughput is the
-  // same as with 50 us (wrk: 154.9k vs 155.2k requests/s) and a client or other process on
-  // the machine keeps its CPU (open loop at 78k/s: p50 37 us vs 1264 us with 50 us spins).
+  // Runtime::Options::idle_spin. 0 (park at once): on 2 vCPUs throughput is the same as
+  // with 50 us (wrk by hand: 154.9k vs 155.2k requests/s) and a client or other process on
+  // the machine keeps its CPU (docs/httpd.md: open loop p50 61 us vs 1036 us with spins).
   absl::Duration idle_spin = absl::ZeroDuration();
 };
 

@@ -8,6 +8,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -155,6 +156,16 @@ class reader {
   int _fd;
   std::string _buf;
 };
+
+// A new empty directory under the test's TEST_TMPDIR (bazel removes it), or /tmp by hand;
+// readable by everyone (a server dropping privileges must read it). "" on failure.
+inline std::string temp_dir() {
+  const char* base = std::getenv("TEST_TMPDIR");
+  std::string tmpl = std::string(base ? base : "/tmp") + "/httpd_XXXXXX";  // mkdtemp's pattern
+  if (!mkdtemp(tmpl.data())) return "";
+  chmod(tmpl.c_str(), 0755);
+  return tmpl;
+}
 
 inline std::string get(std::string_view target, std::string_view extra = {}) {
   return std::string("GET ") + std::string(target) + " HTTP/1.1\r\nHost: t\r\n" +
