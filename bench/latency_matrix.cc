@@ -80,8 +80,13 @@ struct Series {
 };
 
 // A on worker a, B on worker b. Sample by sample, alternating:
-//   kLwkt    A: turn = 1, schedule(B), block until turn == 0; B (woken): turn = 0,
-//            schedule(A). One round trip through both workers' schedulers.
+//   kLwkt    A hands B the command (turn = 1, schedule(B), block until turn == 0); B
+//            answers from inside a critical section and then, `trips` times, blocks and
+//            schedules A back, while A schedules B and blocks: DragonFly's idiom (a
+//            critical section around schedule + deschedule_self + lwkt_switch; a schedule
+//            that arrives early is run by the next switch), so a timed trip shares nothing
+//            but the runtime's own lines, as BM_RoundTrip_Polling does. One round trip
+//            through both workers' schedulers.
 //   kAtomic  A wakes B once with cmd = kAtomic, waits until B spins, then `trips` times
 //            stores v = 1 and spins until B stored v = 0. No scheduling: the floor.
 // With `each`, every trip is timed on its own (and samples are chunks of `trips`).
@@ -109,7 +114,14 @@ Series pair_samples(lwkt::Runtime& rt, int a, int b, int samples, int trips, boo
           turn.x.store(0, std::memory_order_release);
           if (c == kDone) return;
           if (c == kLwkt) {
-            lwkt::schedule(at);
+            lwkt::crit_enter();
+            lwkt::schedule(at);  // the answer A waits for in block_until(turn, 0)
+            for (int i = 0; i < trips; ++i) {  // then one reply per timed trip
+              lwkt::deschedule_self();
+              lwkt::lwkt_switch();
+              lwkt::schedule(at);
+            }
+            lwkt::crit_exit();
             continue;
           }
           ready.x.store(1, std::memory_order_release);
@@ -140,8 +152,8 @@ Series pair_samples(lwkt::Runtime& rt, int a, int b, int samples, int trips, boo
             }
             ready.x.store(0, std::memory_order_relaxed);
           } else {
-            // Untimed first trip: after an atomic sample B may not have blocked yet, and a
-            // trip that finds it still running is only a cache-line exchange.
+            // The command: B answers once it is inside its critical section, so the timed
+            // trips below never find it still running.
             turn.x.store(1, std::memory_order_release);
             lwkt::schedule(bt);
             block_until(turn.x, 0);
@@ -150,9 +162,11 @@ Series pair_samples(lwkt::Runtime& rt, int a, int b, int samples, int trips, boo
           for (int i = 0; i < trips; ++i) {
             const auto t1 = each ? Clock::now() : t0;
             if (k == kLwkt) {
-              turn.x.store(1, std::memory_order_release);
+              lwkt::crit_enter();
               lwkt::schedule(bt);
-              block_until(turn.x, 0);
+              lwkt::deschedule_self();
+              lwkt::lwkt_switch();
+              lwkt::crit_exit();
             } else {
               v.x.store(1, std::memory_order_release);
               while (v.x.load(std::memory_order_acquire) != 0) {

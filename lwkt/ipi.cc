@@ -11,6 +11,7 @@
 #include <memory>
 #include <new>
 
+#include "ipiq/internal/chaos.h"
 #include "lwkt/internal/clock.h"
 #include "lwkt/internal/io_hook.h"
 #include "lwkt/internal/remote_call.h"
@@ -28,11 +29,12 @@ std::atomic<ipiq::ring*>& ring_slot(const globaldata* from, const globaldata* to
   return from->gd_rings[from->gd_cpuid * from->gd_ncpus + to->gd_cpuid];
 }
 
-// Ring (from -> to) on the receiving side, or null if from never sent to to. The receiver
+// Ring (from -> to) on the sending side, or null if from never sent to to. The receiver
 // looks only at rings whose mask bit it found set (or, in shutdown, at every slot): the
 // sender stored the pointer (release, ring_for_send) before its seq_cst fetch_or of that
-// bit, and the receiver read the bit (seq_cst) before this load, so a ring announced by
-// its bit is always seen constructed; acquire pairs with that store where no bit was read.
+// bit, and the receiver read the bit (acquire, reading from that RMW or a later one in its
+// release sequence) before loading the pointer, so a ring announced by its bit is always
+// seen constructed; acquire pairs with that store where no bit was read.
 ipiq::ring* ring_if_any(const globaldata* from, const globaldata* to) {
   return ring_slot(from, to).load(std::memory_order_acquire);
 }
@@ -89,39 +91,39 @@ globaldata* worker(int cpu) {
 // watches the rings whose bits are set), its RQF_IPIQ request flag (a busy worker's switch
 // points look for messages only when it is set), then the kick of a parked target. Both
 // are sticky: the receiver clears them only after it stopped finding messages (see
-// unwatch_rings), so on the fast path of a send to a worker that is polling they are
-// already set and this costs one fence and three loads of lines nobody is writing, and the
-// only line that travels to the receiver is the slot's.
+// unwatch_rings), so on the fast path of a send to a worker that keeps receiving they are
+// already set and this costs one fence and loads of lines the receiver does not write per
+// message; the only line that travels to the receiver is the slot's.
 //
-// ordering: the fence orders the slot's publication (push) before the loads of the mask,
-// the flag and the parker state. Each pairs with a receiver that clears one of them and
-// then looks at the slots after its own seq_cst fence (unwatch_rings; the parker's
-// prepare_park): by the fences' total order, either the receiver's look sees the slot, or
-// this sender's load sees the cleared word and sets it again (or kicks). A bit set here is
-// followed by a second fence, so that the same holds for a receiver that finds the bit
-// (rather than the slot) after its fence: the bit's RMW is before this sender's parker
-// load in that order.
+// ordering: the first fence orders the slot's publication (push) before the loads of the
+// mask, the flag and the parker state. Each pairs with a receiver that clears one of them
+// and then looks at the slots after its own seq_cst fence (unwatch_rings + rings_ready in
+// the park path and in drain_all; the parker's prepare_park): by the fences' total order,
+// either the receiver's look sees the slot, or this sender's load sees the cleared word and
+// sets it again (or kicks). A bit set here is followed by a second fence before the flag
+// and parker loads: a receiver may find the bit rather than the slot after its fence (a
+// ring it unwatched in an earlier cycle is looked at only through its bit), so the bit's
+// RMW must precede those loads in that order too. Without it (a relaxed load after an
+// LL/SC RMW on AArch64) the flag load can be satisfied before the bit is visible, and a
+// busy receiver that clears the flag meanwhile misses both: ipiq/model/park_kick.pml's
+// NO_FENCE_AFTER_MASK mutant. The flag's own RMW needs no fence after it: the park path
+// does not look at the flag.
 void announce(globaldata* me, globaldata* target, bool kick) {
   std::atomic_thread_fence(std::memory_order_seq_cst);
   const int s = me->gd_cpuid;
   const std::uint64_t bit = std::uint64_t{1} << (s % 64);
   std::atomic<std::uint64_t>& mask = target->gd_ipimask[s / 64];
-  bool fenced = true;
+  ipiq::chaos::point(ipiq::chaos::kAnnounce);
   if (!(mask.load(std::memory_order_relaxed) & bit)) {
     // seq_cst RMW (release at least: the receiver's acquire load of the bit then sees the
-    // ring pointer stored by ring_for_send).
+    // ring pointer stored by ring_for_send), then the second fence (above).
     mask.fetch_or(bit, std::memory_order_seq_cst);
-    fenced = false;
+    std::atomic_thread_fence(std::memory_order_seq_cst);
   }
   if (!(target->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ)) {
     target->gd_reqflags.fetch_or(RQF_IPIQ, std::memory_order_seq_cst);
-    fenced = false;
   }
-  if (kick) {
-    internal::kick_worker(target, fenced);
-  } else if (!fenced) {
-    std::atomic_thread_fence(std::memory_order_seq_cst);  // as kick's, for the passive path
-  }
+  if (kick) internal::kick_worker(target, /*fenced=*/true);
 }
 
 // DragonFly panics past 20 nested drains: handlers that send while rings are full would
@@ -334,6 +336,7 @@ void unwatch_rings(globaldata* gd, std::uint64_t (&cleared)[kMaskWords]) {
       bits &= bits - 1;
       if (!inbound_ring(gd, s).ready()) cleared[w] |= bit;
     }
+    if (cleared[w]) ipiq::chaos::point(ipiq::chaos::kRingUnwatch);
     // seq_cst RMW, followed by the caller's fence before rings_ready() (see announce).
     if (cleared[w]) gd->gd_ipimask[w].fetch_and(~cleared[w], std::memory_order_seq_cst);
   }

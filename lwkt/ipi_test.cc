@@ -11,6 +11,7 @@
 
 #include "absl/time/clock.h"
 #include "lwkt/sched.h"
+#include "lwkt/sleep.h"
 #include "lwkt/testing.h"
 
 namespace lwkt {
@@ -293,6 +294,45 @@ TEST(Ipi, BusyWorkerThatDroppedItsRequestFlagStillSeesEveryMessage) {
   busy->join();
   EXPECT_EQ(got.load(), rounds);
   EXPECT_GT(dropped, rounds / 2) << "the busy worker kept RQF_IPIQ set: the drop was not tested";
+}
+
+// Regression (the first version of the sticky announcements): the park path skipped
+// rings_ready when the inbox had work, so a ring unwatched just then stayed unwatched with
+// a message in it (its sender had seen the bit still set and not set it again). Worker 1
+// parks at once (idle_spin 0) and gets ring messages from worker 0 while an OS thread keeps
+// posting to its inbox (wakeups of a sleeper there); every ring message must be handled: a
+// lost one hangs its round, and the test times out.
+TEST(Ipi, RingMessagesToAParkingWorkerThatAlsoGetsInboxPostsAreNeverLost) {
+  Runtime::Options o;
+  o.workers = 2;
+  o.idle_spin = absl::ZeroDuration();
+  auto rt = Runtime::create(o);
+  ASSERT_TRUE(rt.ok()) << rt.status();
+  std::atomic<bool> stop{false};
+  std::atomic<int> got{0};
+  static int ident;
+  auto sleeper = (*rt)->spawn(
+      [&] {
+        while (!stop.load()) tsleep(&ident, 0, "poked", absl::Milliseconds(1));
+      },
+      {.name = "poked", .worker = 1});
+  ASSERT_TRUE(sleeper.ok());
+  std::thread poker([&] {
+    while (!stop.load()) (*rt)->wakeup(&ident);
+  });
+  const int rounds = scaled(20000);
+  testing::set_chaos_seed(20261202);  // widens the unwatch and announce windows
+  testing::run_on(**rt, [&] {
+    for (int i = 0; i < rounds; ++i) {
+      send_ipiq3(1, count_up, &got, 0);
+      while (got.load(std::memory_order_relaxed) != i + 1) yield();
+    }
+  }, 0);
+  testing::set_chaos_seed(0);
+  stop = true;
+  poker.join();
+  sleeper->join();
+  EXPECT_EQ(got.load(), rounds);
 }
 
 // Rings are allocated on a pair's first message (runtime.h: runtime_stats::ipi_rings): none

@@ -43,10 +43,13 @@ void drain_all(globaldata* gd) {
     gd->gd_ipiq_empty_drains = 0;
     return;
   }
-  if (++gd->gd_ipiq_empty_drains < kEmptyDrainsBeforeUnflag ||
-      !(gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ)) {
+  // Counted only while the flag is set: drains with it clear (idle passes) do not bring
+  // the next unflag forward.
+  if (!(gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ)) {
+    gd->gd_ipiq_empty_drains = 0;
     return;
   }
+  if (++gd->gd_ipiq_empty_drains < kEmptyDrainsBeforeUnflag) return;
   gd->gd_ipiq_empty_drains = 0;
   std::uint64_t cleared[kMaskWords];
   unwatch_rings(gd, cleared);

@@ -79,7 +79,11 @@ void idle_loop(globaldata* gd) {
     std::uint64_t unwatched[kMaskWords];
     unwatch_rings(gd, unwatched);
     gd->gd_parker.prepare_park();
-    if (!gd->gd_inbox.empty() || rings_ready(gd, unwatched) ||
+    // rings_ready first, and always: it also re-watches an unwatched ring whose message
+    // arrived meanwhile (its sender may have seen the bit still set); skipping it because
+    // the inbox had work would leave that ring unwatched with a message in it.
+    const bool rings = rings_ready(gd, unwatched);
+    if (rings || !gd->gd_inbox.empty() ||
         gd->gd_stop.load(std::memory_order_acquire) != stopped ||
         gd->gd_exit.load(std::memory_order_acquire)) {
       gd->gd_parker.cancel_park();

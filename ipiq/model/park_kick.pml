@@ -8,8 +8,10 @@
  * with its own ring to one consumer, NMSG messages each. A ring's count stands for its
  * slots: a message is "ready" to the consumer once its slot's sequence number is published.
  * Promela interleaves atomically (sequential consistency); the C++ code obtains the orderings
- * that matter here from its seq_cst fences (announce's, drain_all's after clearing the flag,
- * the parker's in prepare_park) and seq_cst RMWs on the mask and the flag.
+ * that matter here from its seq_cst fences (announce's two, drain_all's after clearing the
+ * flag, the parker's in prepare_park) and seq_cst RMWs on the mask and the flag. Where a
+ * fence is what makes SC sound, a mutant removes it and models the store buffer it
+ * orders (NO_FENCE_AFTER_MASK).
  *
  * The consumer watches the rings whose mask bits are set and clears a bit only for a ring it
  * found empty: before it parks, and when it drops RQF_IPIQ after K drains in a row that ran
@@ -31,7 +33,14 @@
  *                         the ones just unwatched: a sender that saw the bit still set did not
  *                         set it again, and its message sits in an unwatched ring;
  *   UNFLAG_NO_LOOK        drain_all clears RQF_IPIQ without looking at the rings afterwards:
- *                         a sender that saw the flag still set leaves a busy consumer unaware.
+ *                         a sender that saw the flag still set leaves a busy consumer unaware;
+ *   NO_FENCE_AFTER_MASK   no fence between the bit's RMW and the flag load (the sender's
+ *                         store may then become visible after that load: modelled as a store
+ *                         buffer): a busy consumer clears the flag, looks, and sees neither
+ *                         (found in review of the first version of the C++);
+ *   REWATCH_SKIPPED       the park path cancels on other work (the inbox) without running
+ *                         rings_ready, so a ring unwatched just before is never re-watched
+ *                         (a bug the first version of the C++ had: a short-circuit `||`).
  */
 #define NPROD 2
 #define NMSG 2
@@ -50,12 +59,25 @@ bit cleared[NPROD];    /* unwatch_rings' result (consumer-local) */
 bit found;             /* rings_ready's result (consumer-local) */
 
 proctype producer(byte id) {
+  bit pend = 0;      /* NO_FENCE_AFTER_MASK: the bit's store, still in the store buffer */
   do
   :: sent[id] < NMSG ->
        atomic { sent[id]++; ring[id]++ }  /* push: entry, then the slot's seq (release) */
        /* announce: fence; then each word is written only if it is found clear */
-       if :: mask[id] == 0 -> mask[id] = 1 :: else -> skip fi;
-       if :: flag == 0 -> flag = 1 :: else -> skip fi;
+#ifndef NO_FENCE_AFTER_MASK
+       if :: mask[id] == 0 -> mask[id] = 1 :: else -> skip fi;   /* fetch_or; fence */
+#else
+       /* AArch64 LL/SC without the fence: the RMW's store may become visible only after
+          the relaxed flag load below, at the latest at the next fence or release store */
+       if :: mask[id] == 0 -> pend = 1 :: else -> skip fi;
+       if :: pend == 1 -> mask[id] = 1; pend = 0 :: true -> skip fi;   /* may drain early */
+#endif
+       if
+       :: flag == 0 -> atomic { if :: pend == 1 -> mask[id] = 1; pend = 0 :: else -> skip fi;
+                                flag = 1 }
+       :: else -> skip
+       fi;
+       atomic { if :: pend == 1 -> mask[id] = 1; pend = 0 :: else -> skip fi }  /* a fence */
        if                                /* kick: load state; swap if parked */
        :: parked == 1 -> atomic { if :: parked == 1 -> parked = 0 :: else -> skip fi }
        :: else -> skip
@@ -129,8 +151,9 @@ proctype consumer() {
        :: any == 1 -> empties = 0
        :: else ->
             if
-            :: empties < K -> empties++
-            :: else ->                    /* drop the flag, stop watching empty rings */
+            :: flag == 0 -> empties = 0   /* counted only while the flag is set */
+            :: flag == 1 && empties < K -> empties++
+            :: flag == 1 && empties >= K ->  /* drop the flag, stop watching empty rings */
                  empties = 0;
                  unwatch();
                  flag = 0;                /* seq_cst RMW, then a fence */
@@ -162,10 +185,17 @@ proctype consumer() {
 #ifdef NO_RECHECK
                       (parked == 0 || consumed == TOTAL)
 #else
-                      rings_ready();
                       if
-                      :: found == 1 -> parked = 0          /* cancel_park */
-                      :: else -> (parked == 0 || consumed == TOTAL)  /* futex_wait */
+                      :: true ->
+                           rings_ready();
+                           if
+                           :: found == 1 -> parked = 0     /* cancel_park */
+                           :: found == 0 -> parked = 0     /* other work (the inbox) */
+                           :: found == 0 -> (parked == 0 || consumed == TOTAL)  /* futex_wait */
+                           fi
+#ifdef REWATCH_SKIPPED
+                      :: true -> parked = 0      /* the inbox had work: rings_ready not run */
+#endif
                       fi
 #endif
                  fi
