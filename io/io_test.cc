@@ -459,7 +459,13 @@ TEST_P(IoKick, ParkedInTheRingWorkerIsWokenByEveryKick) {
   for (int i = 0; i < rounds; ++i) {
     flag = false;
     auto sleeper = rt->spawn([&] {
-      while (!flag.load()) tsleep(&flag, 0, "flag");
+      // Interlocked (join the sleep queue, then look): a wakeup from another worker or from
+      // outside between a bare check and tsleep would otherwise be lost (see lwkt/sleep.h).
+      for (;;) {
+        tsleep_interlock(&flag);
+        if (flag.load()) break;
+        tsleep(&flag, PINTERLOCKED, "flag");
+      }
     }, {.name = "sleeper", .worker = 1});
     ASSERT_TRUE(sleeper.ok());
     absl::SleepFor(absl::Microseconds(i % 7 * 30));

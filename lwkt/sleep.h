@@ -14,6 +14,19 @@
 // wide table keeps, per hash slot, the set of workers that may have sleepers there; wakeup
 // scans its own worker and sends one message to each other worker in that set.
 //
+// A condition that another worker (or an OS thread outside the runtime) changes before it
+// calls wakeup must be checked *after* joining the sleep queue, as in DragonFly:
+//
+//   for (;;) {
+//     tsleep_interlock(&cond);
+//     if (cond.load()) break;
+//     tsleep(&cond, PINTERLOCKED, "cond");
+//   }
+//
+// A bare `while (!cond) tsleep(&cond, ...)` is correct only when every waker runs on the
+// sleeper's own worker (a critical section covers the check and the sleep there); across
+// workers a wakeup that lands between the check and the sleep finds no sleeper and is lost.
+//
 // Return values: 0 when woken (possibly spuriously: callers loop on their condition),
 // EWOULDBLOCK on timeout, EINTR (or ERESTART, if the interrupt asked for a restart) when
 // PCATCH is set and the thread was interrupted.
