@@ -4,6 +4,7 @@
 // channels; and IPI ring throughput.
 //
 //   BM_RoundTrip_Polling / BM_RoundTrip_Parked       lwkt::schedule there and back
+//   BM_RoundTrip_IpiOnly                             a message bounced by the handlers
 //   BM_Peer_AtomicPingPong                           two pinned OS threads, one atomic
 //   BM_Peer_CondvarPingPong                          std::mutex + std::condition_variable
 //   BM_Peer_BoostFiber_ChannelRoundTrip              two buffered_channels, two OS threads
@@ -39,25 +40,32 @@ namespace {
 
 using lwkt::Runtime;
 
-using lwkt_bench::block_until;
 
+// A on worker 0 schedules B on worker 1, which schedules A back; each blocks in between.
+// Both use DragonFly's idiom (a critical section around schedule + deschedule_self +
+// lwkt_switch): a schedule that arrives before the deschedule is run only by the worker's
+// next switch, after it, so no flag is needed to tell a wakeup from a spurious run. (An
+// extra shared flag, as an earlier form of this benchmark had, is one more cache line per
+// direction: it measured the flag as much as the runtime.)
 void lwkt_round_trip(benchmark::State& state, absl::Duration idle_spin) {
   auto rt = lwkt_bench::make_runtime(2, absl::Milliseconds(1), idle_spin);
   const std::int64_t n = state.max_iterations;
   while (state.KeepRunningBatch(n)) {
-    std::atomic<int> turn{0};
     std::atomic<lwkt::thread*> a_td{nullptr};
     lwkt::thread_options bo;
     bo.worker = 1;
     bo.nostart = true;
     auto b = rt->spawn(
-        [&] {
+        [&] {  // started by A's first schedule; each schedule of A is one reply
           lwkt::thread* a = a_td.load();
+          lwkt::crit_enter();
           for (std::int64_t i = 0; i < n; ++i) {
-            block_until(turn, 1);
-            turn.store(0, std::memory_order_release);
             lwkt::schedule(a);
+            if (i + 1 == n) break;
+            lwkt::deschedule_self();
+            lwkt::lwkt_switch();
           }
+          lwkt::crit_exit();
         },
         bo);
     lwkt::thread_options ao;
@@ -66,12 +74,13 @@ void lwkt_round_trip(benchmark::State& state, absl::Duration idle_spin) {
     auto a = rt->spawn(
         [&, bt] {
           a_td.store(lwkt::curthread());
-          lwkt::schedule(bt);  // start B (it blocks until turn == 1)
+          lwkt::crit_enter();
           for (std::int64_t i = 0; i < n; ++i) {
-            turn.store(1, std::memory_order_release);
             lwkt::schedule(bt);
-            block_until(turn, 0);
+            lwkt::deschedule_self();
+            lwkt::lwkt_switch();
           }
+          lwkt::crit_exit();
         },
         ao);
     a->join();
@@ -88,6 +97,38 @@ void BM_RoundTrip_Parked(benchmark::State& state) {
   lwkt_round_trip(state, absl::ZeroDuration());
 }
 BENCHMARK(BM_RoundTrip_Parked)->UseRealTime();
+
+// The ring alone: a message bounces between the two workers' idle loops, each handler
+// sending the next one (no thread is scheduled or switched to until the last). Against
+// BM_RoundTrip_Polling it leaves out schedule (its thread-object lines), the run queue and
+// two context switches per direction. The count of messages left travels in the message
+// (arg2), so that nothing but the ring is shared.
+void ipi_bounce(void* waiter, int left, lwkt::globaldata*) {
+  if (left > 1) {
+    lwkt::send_ipiq3(1 - lwkt::mycpuid(), ipi_bounce, waiter, left - 1);
+  } else {
+    lwkt::schedule(static_cast<lwkt::thread*>(waiter));  // on worker 0: the count is even
+  }
+}
+void BM_RoundTrip_IpiOnly(benchmark::State& state) {
+  auto rt = lwkt_bench::make_runtime(2, absl::Milliseconds(1), absl::Seconds(1));
+  const std::int64_t n = state.max_iterations;
+  while (state.KeepRunningBatch(n)) {
+    lwkt::thread_options o;
+    o.worker = 0;
+    auto a = rt->spawn(
+        [&] {
+          lwkt::crit_enter();
+          lwkt::send_ipiq3(1, ipi_bounce, lwkt::curthread(), static_cast<int>(2 * n));
+          lwkt::deschedule_self();
+          lwkt::lwkt_switch();
+          lwkt::crit_exit();
+        },
+        o);
+    a->join();
+  }
+}
+BENCHMARK(BM_RoundTrip_IpiOnly)->UseRealTime();
 
 void BM_Peer_AtomicPingPong(benchmark::State& state) {
   std::atomic<int> v{0};

@@ -70,8 +70,6 @@ lwkt::thread_ref spawn_or_die(lwkt::Runtime& rt, absl::AnyInvocable<void()> fn,
   return std::move(*t);
 }
 
-using lwkt_bench::block_until;
-
 enum Kind { kLwkt = 0, kAtomic = 1 };
 
 struct Series {
@@ -80,45 +78,62 @@ struct Series {
 };
 
 // A on worker a, B on worker b. Sample by sample, alternating:
-//   kLwkt    A: turn = 1, schedule(B), block until turn == 0; B (woken): turn = 0,
-//            schedule(A). One round trip through both workers' schedulers.
+//   kLwkt    A schedules B and blocks; B schedules A back and blocks: one round trip
+//            through both workers' schedulers, `trips` times.
 //   kAtomic  A wakes B once with cmd = kAtomic, waits until B spins, then `trips` times
 //            stores v = 1 and spins until B stored v = 0. No scheduling: the floor.
+// Every wait is DragonFly's idiom: a critical section around deschedule_self + lwkt_switch
+// (B holds one throughout), so a schedule that arrives before the deschedule is run by the
+// next switch and each wait consumes exactly one schedule: A's command (set cmd, schedule
+// B), B's answer, each trip's request and reply pair up one to one, and a timed trip shares
+// nothing but the runtime's own lines, as BM_RoundTrip_Polling does. (A wait on a flag
+// instead may take an early schedule for a later one, and two requests then coalesce into
+// one wakeup: a deadlock.)
 // With `each`, every trip is timed on its own (and samples are chunks of `trips`).
 Series pair_samples(lwkt::Runtime& rt, int a, int b, int samples, int trips, bool each) {
   // One cache line each: the ping-pong word must not share a line with the control words.
   struct alignas(64) Line {
     std::atomic<int> x{0};
   };
-  Line turn, v, ready, cmd;
+  Line v, ready, cmd;
   std::atomic<lwkt::thread*> a_td{nullptr};
   Series out;
   constexpr int kDone = 2;
+  auto wait_for_schedule = [] {
+    lwkt::deschedule_self();
+    lwkt::lwkt_switch();
+  };
   lwkt::thread_options bo;
   bo.worker = b;
   bo.nostart = true;
   bo.name = "pair-b";
   lwkt::thread_ref tb = spawn_or_die(
       rt,
-      [&] {
+      [&] {  // started by A's first command
         lwkt::thread* at = a_td.load();
+        lwkt::crit_enter();
         for (;;) {
-          block_until(turn.x, 1);
-          // acquire (turn, in block_until): A wrote cmd before turn.
+          // The schedule that woke us carried the command (A stored cmd before sending it;
+          // the ring's release/acquire on the slot orders it).
           const int c = cmd.x.load(std::memory_order_relaxed);
-          turn.x.store(0, std::memory_order_release);
-          if (c == kDone) return;
+          if (c == kDone) break;
           if (c == kLwkt) {
-            lwkt::schedule(at);
-            continue;
-          }
-          ready.x.store(1, std::memory_order_release);
-          for (int i = 0; i < trips; ++i) {
-            while (v.x.load(std::memory_order_acquire) != 1) {
+            lwkt::schedule(at);  // the answer
+            for (int i = 0; i < trips; ++i) {  // then one reply per timed trip
+              wait_for_schedule();
+              lwkt::schedule(at);
             }
-            v.x.store(0, std::memory_order_release);
+          } else {
+            ready.x.store(1, std::memory_order_release);
+            for (int i = 0; i < trips; ++i) {
+              while (v.x.load(std::memory_order_acquire) != 1) {
+              }
+              v.x.store(0, std::memory_order_release);
+            }
           }
+          wait_for_schedule();  // the next command
         }
+        lwkt::crit_exit();
       },
       bo);
   lwkt::thread* bt = tb.get();
@@ -129,30 +144,24 @@ Series pair_samples(lwkt::Runtime& rt, int a, int b, int samples, int trips, boo
       rt,
       [&, bt] {
         a_td.store(lwkt::curthread());
-        lwkt::schedule(bt);  // B blocks until turn == 1
+        lwkt::crit_enter();
         for (int s = 0; s < 2 * samples; ++s) {
           const Kind k = static_cast<Kind>(s & 1);
           cmd.x.store(k, std::memory_order_relaxed);
+          lwkt::schedule(bt);
           if (k == kAtomic) {
-            turn.x.store(1, std::memory_order_release);
-            lwkt::schedule(bt);
             while (ready.x.load(std::memory_order_acquire) != 1) {
             }
             ready.x.store(0, std::memory_order_relaxed);
           } else {
-            // Untimed first trip: after an atomic sample B may not have blocked yet, and a
-            // trip that finds it still running is only a cache-line exchange.
-            turn.x.store(1, std::memory_order_release);
-            lwkt::schedule(bt);
-            block_until(turn.x, 0);
+            wait_for_schedule();  // B's answer: it is inside its critical section now
           }
           const auto t0 = Clock::now();
           for (int i = 0; i < trips; ++i) {
             const auto t1 = each ? Clock::now() : t0;
             if (k == kLwkt) {
-              turn.x.store(1, std::memory_order_release);
               lwkt::schedule(bt);
-              block_until(turn.x, 0);
+              wait_for_schedule();
             } else {
               v.x.store(1, std::memory_order_release);
               while (v.x.load(std::memory_order_acquire) != 0) {
@@ -161,12 +170,10 @@ Series pair_samples(lwkt::Runtime& rt, int a, int b, int samples, int trips, boo
             if (each) out.each[k].push_back(ns_since(t1));
           }
           out.per_sample[k].push_back(ns_since(t0) / trips);
-          // After an atomic sample B returns to block_until(turn, 1) by itself: the next
-          // request finds it blocked or about to block, and either way sees turn == 1.
         }
         cmd.x.store(kDone, std::memory_order_relaxed);
-        turn.x.store(1, std::memory_order_release);
         lwkt::schedule(bt);
+        lwkt::crit_exit();
       },
       ao);
   ta.join();

@@ -131,12 +131,14 @@ class parker {
   // The same, but the producer that wins the wake first tries `wake()` (for example an
   // io_uring message into the consumer's ring, which its sleep also ends on); when that
   // returns false, the mechanism's own wake follows. Runs on: any OS thread.
+  // `fenced`: the caller has issued a seq_cst fence after publishing its work (and before
+  // this call), which then stands for the one below.
   template <class Wake>
-  bool kick_via(Wake&& wake) {
+  bool kick_via(Wake&& wake, bool fenced = false) {
     chaos::point(chaos::kKick);
     // ordering: store-load barrier, pairs with the fence in prepare_park(): the work
     // published before this point must be ordered before the load of _state below.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (!fenced) std::atomic_thread_fence(std::memory_order_seq_cst);
     if (_state.load(std::memory_order_relaxed) != kParked) return false;
     // acq_rel: only one of several concurrent producers wins the swap and pays the syscall.
     if (_state.exchange(kRunning, std::memory_order_acq_rel) != kParked) return false;

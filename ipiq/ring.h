@@ -5,14 +5,21 @@
 // function plus arguments, copied into a fixed slot. Knows nothing about threads or workers:
 // the context pointer handed to each function is the receiver's.
 //
-//   ipi_entry   one slot: the function to call and its arguments
-//   ring        push() by the sender, process() by the receiver, indices for sequencing
+//   ipi_entry   one message: the function to call and its arguments
+//   ipi_slot    an entry and its sequence number, one cache line
+//   ring        push() by the sender, ready()/process() by the receiver
 //
 // Indices are free-running 32-bit counters; occupancy = windex - rindex (wrap-safe);
 // slot = index & (kCapacity - 1).
-//   windex  written by the sender only: next slot to fill.
+//   slot.seq  written by the sender only, last (release): index + 1 of the message the slot
+//           holds. The receiver at rindex r polls only this word of the slot it would read
+//           next: seq == r + 1 means the message is there (one cache line per message, the
+//           one the sender wrote; no index line travels on the fast path).
+//   windex  written by the sender only: next slot to fill. Read by the receiver only where it
+//           needs a count (the nested drain to a level) and by shutdown's quiescence check.
 //   rindex  written by the receiver only: next slot to consume; advanced *before* the
 //           function runs, so the slot is free for the sender while the function executes.
+//           The sender reads it only when its cached copy says the ring may be filling up.
 //   xindex  written by the receiver only: every message below it has finished executing
 //           (lwkt_wait_ipiq waits on it). Updated only by the outermost processing level,
 //           after its function returns, so a nested drain cannot announce completion of a
@@ -40,6 +47,14 @@ struct ipi_entry {
 };
 
 inline constexpr std::size_t kRingGap = 128;
+
+// One message and its sequence number on a cache line of its own: the receiver's poll and
+// its read of the entry touch the one line the sender wrote.
+struct alignas(64) ipi_slot {
+  std::atomic<std::uint32_t> seq{0};  // written: sender (release), last; read: receiver
+  ipi_entry e{};                      // written: sender, before seq; read: receiver, after it
+};
+static_assert(sizeof(ipi_slot) == 64);
 
 class ring {
  public:
@@ -69,40 +84,59 @@ class ring {
     }
     return w - _s.rindex_cache;
   }
-  bool empty_for_receiver() const {
-    // acquire: pairs with the release store of windex in push().
-    return _s.windex.load(std::memory_order_acquire) == _r.rindex.load(std::memory_order_relaxed);
+  // True if the message at rindex is there. Reads one word of the slot the receiver would
+  // read next (the sender's last write to it). Runs on: the receiver only.
+  bool ready() const {
+    const std::uint32_t r = _r.rindex.load(std::memory_order_relaxed);
+    // acquire: pairs with the release store of seq in push(); a true answer makes the
+    // entry visible to the process() that follows.
+    return _slots[r & kMask].seq.load(std::memory_order_acquire) == r + 1;
   }
 
-  // Appends a message. Requires: occupancy() < kCapacity (the caller waits for room).
-  // Returns the message's sequence number (the new windex): lwkt_wait_ipiq waits until
-  // xindex reaches it. Runs on: the sender only.
+  // Appends a message. Requires: occupancy() < kCapacity (the caller waits for room), so
+  // the receiver has copied out whatever the slot held a lap ago (its release of rindex,
+  // acquired by occupancy()/sender_occupancy()). Returns the message's sequence number (the
+  // new windex): lwkt_wait_ipiq waits until xindex reaches it. Runs on: the sender only.
   std::uint32_t push(const ipi_entry& e) {
     const std::uint32_t w = _s.windex.load(std::memory_order_relaxed);
-    _slots[w & kMask] = e;
+    ipi_slot& slot = _slots[w & kMask];
+    slot.e = e;
     chaos::point(chaos::kRingPublish);
-    // release: pairs with the acquire load of windex in process(); publishes the slot.
+    // release: pairs with the acquire load of seq in ready()/process(); publishes the entry.
+    // A slot's seq takes the values i + 1, i + 1 + kCapacity, ...: a stale one never equals
+    // the index the receiver expects.
+    slot.seq.store(w + 1, std::memory_order_release);
+    // release: for the readers of windex (the nested drain's count, shutdown), which then
+    // see every slot below it published.
     _s.windex.store(w + 1, std::memory_order_release);
     return w + 1;
   }
 
-  // Runs messages until at most `keep` remain. `outermost` is true when the receiver is not
-  // already inside process() for any ring (only then is xindex advanced). Returns true if
-  // the ring is non-empty afterwards. Reentrant: a function may cause a nested process()
-  // on the same ring (a blocked send drains its own inbound rings), so rindex is re-read
-  // every iteration. Runs on: the receiver only.
-  bool process(void* ctx, std::uint32_t keep, bool outermost) {
+  // Runs messages until at most `keep` remain (keep == 0: until the next slot is not there).
+  // `outermost` is true when the receiver is not already inside process() for any ring
+  // (only then is xindex advanced). Returns the number of messages run. Reentrant: a
+  // function may cause a nested process() on the same ring (a blocked send drains its own
+  // inbound rings), so rindex is re-read every iteration. Runs on: the receiver only.
+  std::uint32_t process(void* ctx, std::uint32_t keep, bool outermost) {
+    std::uint32_t n = 0;
     for (;;) {
       const std::uint32_t r = _r.rindex.load(std::memory_order_relaxed);
-      // acquire: pairs with the release store in push(); the slot contents are visible.
-      const std::uint32_t w = _s.windex.load(std::memory_order_acquire);
-      if (w - r <= keep) return w != r;
+      ipi_slot& slot = _slots[r & kMask];
+      if (keep == 0) {
+        // acquire: pairs with the release store of seq in push(); the entry is visible.
+        if (slot.seq.load(std::memory_order_acquire) != r + 1) return n;
+      } else {
+        // acquire: pairs with the release store of windex in push(); every slot below it
+        // is published.
+        if (_s.windex.load(std::memory_order_acquire) - r <= keep) return n;
+      }
       chaos::point(chaos::kRingConsume);
-      const ipi_entry e = _slots[r & kMask];
+      const ipi_entry e = slot.e;
       // release: pairs with the acquire in occupancy(); the slot was copied out above, so
       // the sender may overwrite it from now on.
       _r.rindex.store(r + 1, std::memory_order_release);
       e.func(e.arg1, e.arg2, e.aux, ctx);
+      ++n;
       if (outermost) {
         // release: pairs with the acquire in xindex(); publishes the function's effects to
         // a sender waiting in lwkt_wait_ipiq. rindex covers nested work done meanwhile.
@@ -122,7 +156,7 @@ class ring {
 
  private:
   struct alignas(kRingGap) sender_side {
-    std::atomic<std::uint32_t> windex{0};  // written: sender; read: receiver (acquire)
+    std::atomic<std::uint32_t> windex{0};  // written: sender; read: nested drain, shutdown
     std::uint32_t rindex_cache = 0;        // sender only: a lagging copy of rindex
   };
   struct alignas(kRingGap) receiver_side {
@@ -136,7 +170,7 @@ class ring {
   sender_side _s;
   receiver_side _r;
   drain_word _drain;
-  ipi_entry _slots[kCapacity];
+  ipi_slot _slots[kCapacity];
 };
 
 }  // namespace ipiq

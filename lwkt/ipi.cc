@@ -11,6 +11,7 @@
 #include <memory>
 #include <new>
 
+#include "ipiq/internal/chaos.h"
 #include "lwkt/internal/clock.h"
 #include "lwkt/internal/io_hook.h"
 #include "lwkt/internal/remote_call.h"
@@ -28,20 +29,25 @@ std::atomic<ipiq::ring*>& ring_slot(const globaldata* from, const globaldata* to
   return from->gd_rings[from->gd_cpuid * from->gd_ncpus + to->gd_cpuid];
 }
 
-// Ring (from -> to) on the receiving side, or null if from never sent to to. The receiver
+// Ring (from -> to) on the sending side, or null if from never sent to to. The receiver
 // looks only at rings whose mask bit it found set (or, in shutdown, at every slot): the
 // sender stored the pointer (release, ring_for_send) before its seq_cst fetch_or of that
-// bit, and the receiver read the bit (seq_cst) before this load, so a ring announced by
-// its bit is always seen constructed; acquire pairs with that store where no bit was read.
+// bit, and the receiver read the bit (acquire, reading from that RMW or a later one in its
+// release sequence) before loading the pointer, so a ring announced by its bit is always
+// seen constructed; acquire pairs with that store where no bit was read.
 ipiq::ring* ring_if_any(const globaldata* from, const globaldata* to) {
   return ring_slot(from, to).load(std::memory_order_acquire);
 }
 
-ipiq::ring& ring_of(const globaldata* from, const globaldata* to) {
-  ipiq::ring* r = ring_if_any(from, to);
-  LWKT_ASSERT(r != nullptr, from->gd_curthread,
-              "ring %d -> %d read before its first message (mask bit without a ring)",
-              from->gd_cpuid, to->gd_cpuid);
+// Ring (s -> gd), found from gd's own fields only: the receiver polls it, and reading the
+// sender's globaldata (which its owner writes at every switch) would pull that line over
+// on every poll. The pointer array is written once per pair (ring_for_send).
+ipiq::ring& inbound_ring(const globaldata* gd, int s) {
+  ipiq::ring* r =
+      gd->gd_rings[s * gd->gd_ncpus + gd->gd_cpuid].load(std::memory_order_acquire);
+  LWKT_ASSERT(r != nullptr, gd->gd_curthread,
+              "ring %d -> %d read before its first message (mask bit without a ring)", s,
+              gd->gd_cpuid);
   return *r;
 }
 
@@ -81,19 +87,43 @@ globaldata* worker(int cpu) {
   return me->gd_runtime->gds[static_cast<std::size_t>(cpu)];
 }
 
-// Announces ring (me -> target) to target: its mask bit, then the drain hint.
-void flag_ring(globaldata* me, globaldata* target) {
+// Announces a message just pushed on ring (me -> target): the target's mask bit (it
+// watches the rings whose bits are set), its RQF_IPIQ request flag (a busy worker's switch
+// points look for messages only when it is set), then the kick of a parked target. Both
+// are sticky: the receiver clears them only after it stopped finding messages (see
+// unwatch_rings), so on the fast path of a send to a worker that keeps receiving they are
+// already set and this costs one fence and loads of lines the receiver does not write per
+// message; the only line that travels to the receiver is the slot's.
+//
+// ordering: the first fence orders the slot's publication (push) before the loads of the
+// mask, the flag and the parker state. Each pairs with a receiver that clears one of them
+// and then looks at the slots after its own seq_cst fence (unwatch_rings + rings_ready in
+// the park path and in drain_all; the parker's prepare_park): by the fences' total order,
+// either the receiver's look sees the slot, or this sender's load sees the cleared word and
+// sets it again (or kicks). A bit set here is followed by a second fence before the flag
+// and parker loads: a receiver may find the bit rather than the slot after its fence (a
+// ring it unwatched in an earlier cycle is looked at only through its bit), so the bit's
+// RMW must precede those loads in that order too. Without it (a relaxed load after an
+// LL/SC RMW on AArch64) the flag load can be satisfied before the bit is visible, and a
+// busy receiver that clears the flag meanwhile misses both: ipiq/model/park_kick.pml's
+// NO_FENCE_AFTER_MASK mutant. The flag's own RMW needs no fence after it: the park path
+// does not look at the flag.
+void announce(globaldata* me, globaldata* target, bool kick) {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   const int s = me->gd_cpuid;
-  // seq_cst RMW: if the receiver already cleared the bit, this sets it again; if not, the
-  // receiver's clearing RMW reads from this one and so sees the push before it (release
-  // sequence). Pairs with the fetch_and in drain_rings().
-  target->gd_ipimask[s / 64].fetch_or(std::uint64_t{1} << (s % 64), std::memory_order_seq_cst);
-  // The flag only tells crit_exit to look; skip the RMW when it is already set. seq_cst:
-  // with the receiver's clearing RMW before its mask scan, either we see the flag cleared
-  // and set it, or the receiver's scan comes after our mask RMW and sees the bit.
-  if (!(target->gd_reqflags.load(std::memory_order_seq_cst) & RQF_IPIQ)) {
+  const std::uint64_t bit = std::uint64_t{1} << (s % 64);
+  std::atomic<std::uint64_t>& mask = target->gd_ipimask[s / 64];
+  ipiq::chaos::point(ipiq::chaos::kAnnounce);
+  if (!(mask.load(std::memory_order_relaxed) & bit)) {
+    // seq_cst RMW (release at least: the receiver's acquire load of the bit then sees the
+    // ring pointer stored by ring_for_send), then the second fence (above).
+    mask.fetch_or(bit, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
+  if (!(target->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ)) {
     target->gd_reqflags.fetch_or(RQF_IPIQ, std::memory_order_seq_cst);
   }
+  if (kick) internal::kick_worker(target, /*fenced=*/true);
 }
 
 // DragonFly panics past 20 nested drains: handlers that send while rings are full would
@@ -116,7 +146,7 @@ void process_ipiq_nested(globaldata* me) {
     while (bits) {
       const int s = w * 64 + __builtin_ctzll(bits);
       bits &= bits - 1;
-      ipiq::ring& r = ring_of(me->gd_runtime->gds[static_cast<std::size_t>(s)], me);
+      ipiq::ring& r = inbound_ring(me, s);
       const std::uint32_t level = r.drain();
       if (level == 0) continue;
       check_nesting(me);
@@ -187,8 +217,7 @@ std::uint32_t send_entry(globaldata* me, globaldata* target, const ipiq::ipi_ent
   if (r.sender_occupancy(high) > high) wait_for_room(me, target, r, low);
   const std::uint32_t seq = r.push(e);
   me->gd_stats.ipis_sent.add();
-  flag_ring(me, target);
-  if (!passive) internal::kick_worker(target);
+  announce(me, target, !passive);
   crit_exit();
   return seq;
 }
@@ -274,38 +303,88 @@ void remote_call_scope::call(globaldata* gd, ipifunc3 func, void* arg1, int arg2
   send_ipi(gd, call3, arg1, arg2, reinterpret_cast<void*>(func), false);
 }
 
+namespace {
+
+// True if a ring whose bit is in `bits` (word w) has its next message there.
+bool any_ready(const globaldata* gd, int w, std::uint64_t bits) {
+  while (bits) {
+    const int s = w * 64 + __builtin_ctzll(bits);
+    bits &= bits - 1;
+    if (inbound_ring(gd, s).ready()) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 bool ipiq_pending(const globaldata* gd) {
   for (int w = 0; w < kMaskWords; ++w) {
-    if (gd->gd_ipimask[w].load(std::memory_order_seq_cst)) return true;
+    // acquire: pairs with announce()'s fetch_or; the ring pointer is visible (inbound_ring).
+    const std::uint64_t bits = gd->gd_ipimask[w].load(std::memory_order_acquire);
+    if (bits && any_ready(gd, w, bits)) return true;
   }
   return !gd->gd_cpusync_pending.empty();
 }
 
+void unwatch_rings(globaldata* gd, std::uint64_t (&cleared)[kMaskWords]) {
+  for (int w = 0; w < kMaskWords; ++w) {
+    cleared[w] = 0;
+    std::uint64_t bits = gd->gd_ipimask[w].load(std::memory_order_acquire);
+    while (bits) {
+      const int s = w * 64 + __builtin_ctzll(bits);
+      const std::uint64_t bit = std::uint64_t{1} << (s % 64);
+      bits &= bits - 1;
+      if (!inbound_ring(gd, s).ready()) cleared[w] |= bit;
+    }
+    if (cleared[w]) ipiq::chaos::point(ipiq::chaos::kRingUnwatch);
+    // seq_cst RMW, followed by the caller's fence before rings_ready() (see announce).
+    if (cleared[w]) gd->gd_ipimask[w].fetch_and(~cleared[w], std::memory_order_seq_cst);
+  }
+}
+
+bool rings_ready(globaldata* gd, const std::uint64_t (&cleared)[kMaskWords]) {
+  bool found = false;
+  for (int w = 0; w < kMaskWords; ++w) {
+    const std::uint64_t watched = gd->gd_ipimask[w].load(std::memory_order_acquire);
+    std::uint64_t bits = cleared[w] & ~watched;
+    // A cleared ring whose message arrived meanwhile is watched again (its sender may have
+    // seen the bit still set and skipped setting it).
+    while (bits) {
+      const int s = w * 64 + __builtin_ctzll(bits);
+      const std::uint64_t bit = std::uint64_t{1} << (s % 64);
+      bits &= bits - 1;
+      if (inbound_ring(gd, s).ready()) {
+        gd->gd_ipimask[w].fetch_or(bit, std::memory_order_relaxed);  // owner's own re-watch
+        found = true;
+      }
+    }
+    if (!found && watched && any_ready(gd, w, watched)) found = true;
+  }
+  return found || !gd->gd_cpusync_pending.empty();
+}
+
 void poll_cpusyncs(globaldata* gd);  // below
 
-void process_ipiq(globaldata* gd) {
+std::uint64_t process_ipiq(globaldata* gd) {
   check_nesting(gd);
   ++gd->gd_processing_ipiq;
   ++gd->gd_intr_nesting_level;
   const bool outermost = gd->gd_processing_ipiq == 1;
+  std::uint64_t total = 0;
   for (;;) {
     bool more = false;
     for (int w = 0; w < kMaskWords; ++w) {
-      // seq_cst: after drain_inbox's seq_cst clear of RQF_IPIQ (see there, pair (2)).
-      std::uint64_t bits = gd->gd_ipimask[w].load(std::memory_order_seq_cst);
+      // acquire: pairs with announce()'s fetch_or (the ring pointer, see ring_if_any). Bits
+      // stay set while their rings are drained: a ring is watched until unwatch_rings.
+      std::uint64_t bits = gd->gd_ipimask[w].load(std::memory_order_acquire);
       while (bits) {
         const int s = w * 64 + __builtin_ctzll(bits);
-        const std::uint64_t bit = std::uint64_t{1} << (s % 64);
         bits &= bits - 1;
-        // seq_cst: pairs with the sender's fetch_or in flag_ring(); clear before draining so
-        // that a message pushed during the drain sets the bit again.
-        gd->gd_ipimask[w].fetch_and(~bit, std::memory_order_seq_cst);
-        ipiq::ring& r = ring_of(gd->gd_runtime->gds[static_cast<std::size_t>(s)], gd);
+        ipiq::ring& r = inbound_ring(gd, s);
+        if (!r.ready()) continue;
         trace(gd, trace_type::kIpiRecv, nullptr, s, 0, nullptr);
-        if (r.process(gd, 0, outermost)) {
-          gd->gd_ipimask[w].fetch_or(bit, std::memory_order_relaxed);  // refilled meanwhile
-          more = true;
-        }
+        total += r.process(gd, 0, outermost);
+        more = true;  // its handlers may have sent to us on rings already passed
       }
     }
     // A participant held by a cpusync master keeps polling here (serving other messages)
@@ -322,6 +401,7 @@ void process_ipiq(globaldata* gd) {
   }
   --gd->gd_intr_nesting_level;
   --gd->gd_processing_ipiq;
+  return total;
 }
 
 // ---- cpusync.

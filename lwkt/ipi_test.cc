@@ -11,6 +11,7 @@
 
 #include "absl/time/clock.h"
 #include "lwkt/sched.h"
+#include "lwkt/sleep.h"
 #include "lwkt/testing.h"
 
 namespace lwkt {
@@ -247,6 +248,91 @@ TEST(Ipi, WaitIpiqReturnsAfterHandlerRan) {
       EXPECT_EQ(seq_ipiq(1), seq);
     }
   });
+}
+
+void count_up(void* arg, int, globaldata*) {
+  static_cast<std::atomic<int>*>(arg)->fetch_add(1, std::memory_order_relaxed);
+}
+
+// RQF_IPIQ and the mask bits are sticky (ipi.cc: announce): a worker that stays busy (its
+// only thread just enters and leaves critical sections, so it never idles, never parks)
+// drops the flag and stops watching its empty rings after repeated empty drains. Each
+// message sent after that must still reach it through its switch points alone: the sender
+// finds the flag and the bit clear and sets them again. Every round waits until the busy
+// worker has dropped the flag before sending; a message lost behind a clear flag hangs the
+// round (and the test times out).
+TEST(Ipi, BusyWorkerThatDroppedItsRequestFlagStillSeesEveryMessage) {
+  auto rt = test_runtime(2);
+  std::atomic<int> got{0};
+  std::atomic<bool> stop{false};
+  auto busy = rt->spawn(
+      [&] {
+        for (unsigned k = 0; !stop.load(std::memory_order_relaxed); ++k) {
+          crit_enter();
+          crit_exit();  // a switch point: drains while RQF_IPIQ is set
+          if (k % 4096 == 0) yield();
+        }
+      },
+      {.name = "busy", .worker = 1});
+  ASSERT_TRUE(busy.ok());
+  const int rounds = scaled(300);
+  int dropped = 0;
+  testing::run_on(*rt, [&] {
+    globaldata* gd1 = internal::worker_gd(1);
+    for (int i = 0; i < rounds; ++i) {
+      const absl::Time give_up = absl::Now() + absl::Seconds(1);
+      while ((gd1->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ) &&
+             absl::Now() < give_up) {
+        yield();
+      }
+      if (!(gd1->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ)) ++dropped;
+      send_ipiq3(1, count_up, &got, 0);
+      while (got.load(std::memory_order_relaxed) != i + 1) yield();
+    }
+  }, 0);
+  stop = true;
+  busy->join();
+  EXPECT_EQ(got.load(), rounds);
+  EXPECT_GT(dropped, rounds / 2) << "the busy worker kept RQF_IPIQ set: the drop was not tested";
+}
+
+// Regression (the first version of the sticky announcements): the park path skipped
+// rings_ready when the inbox had work, so a ring unwatched just then stayed unwatched with
+// a message in it (its sender had seen the bit still set and not set it again). Worker 1
+// parks at once (idle_spin 0) and gets ring messages from worker 0 while an OS thread keeps
+// posting to its inbox (wakeups of a sleeper there); every ring message must be handled: a
+// lost one hangs its round, and the test times out.
+TEST(Ipi, RingMessagesToAParkingWorkerThatAlsoGetsInboxPostsAreNeverLost) {
+  Runtime::Options o;
+  o.workers = 2;
+  o.idle_spin = absl::ZeroDuration();
+  auto rt = Runtime::create(o);
+  ASSERT_TRUE(rt.ok()) << rt.status();
+  std::atomic<bool> stop{false};
+  std::atomic<int> got{0};
+  static int ident;
+  auto sleeper = (*rt)->spawn(
+      [&] {
+        while (!stop.load()) tsleep(&ident, 0, "poked", absl::Milliseconds(1));
+      },
+      {.name = "poked", .worker = 1});
+  ASSERT_TRUE(sleeper.ok());
+  std::thread poker([&] {
+    while (!stop.load()) (*rt)->wakeup(&ident);
+  });
+  const int rounds = scaled(20000);
+  testing::set_chaos_seed(20261202);  // widens the unwatch and announce windows
+  testing::run_on(**rt, [&] {
+    for (int i = 0; i < rounds; ++i) {
+      send_ipiq3(1, count_up, &got, 0);
+      while (got.load(std::memory_order_relaxed) != i + 1) yield();
+    }
+  }, 0);
+  testing::set_chaos_seed(0);
+  stop = true;
+  poker.join();
+  sleeper->join();
+  EXPECT_EQ(got.load(), rounds);
 }
 
 // Rings are allocated on a pair's first message (runtime.h: runtime_stats::ipi_rings): none

@@ -30,25 +30,42 @@ void post(globaldata* gd, ipiq::inbox_msg* msg) {
   kick_worker(gd);
 }
 
+// RQF_IPIQ is sticky (see announce() in ipi.cc): a drain that runs nothing leaves it set,
+// and only after this many such drains in a row does the worker clear it (and stop watching
+// its empty rings), then look once more. Until then a busy worker's switch points each pay
+// one scan of its watched rings' next slots; in exchange, a sender to a worker that keeps
+// receiving finds the flag set and the request line is not written on every message.
+constexpr std::uint32_t kEmptyDrainsBeforeUnflag = 16;
+
 void drain_all(globaldata* gd) {
-  drain_inbox(gd);
-  process_ipiq(gd);
+  std::uint64_t n = drain_inbox(gd) + process_ipiq(gd);
+  if (n != 0) {
+    gd->gd_ipiq_empty_drains = 0;
+    return;
+  }
+  // Counted only while the flag is set: drains with it clear (idle passes) do not bring
+  // the next unflag forward.
+  if (!(gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ)) {
+    gd->gd_ipiq_empty_drains = 0;
+    return;
+  }
+  if (++gd->gd_ipiq_empty_drains < kEmptyDrainsBeforeUnflag) return;
+  gd->gd_ipiq_empty_drains = 0;
+  std::uint64_t cleared[kMaskWords];
+  unwatch_rings(gd, cleared);
+  // seq_cst RMW, then the fence: pairs with announce()'s fence (a sender either sees the
+  // flag cleared and sets it again, or its message is found by the look below) and with
+  // post()'s RMW on the inbox's side (modelled: ipiq/model/inbox_flag.pml, park_kick.pml).
+  gd->gd_reqflags.fetch_and(~RQF_IPIQ, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (rings_ready(gd, cleared) || !gd->gd_inbox.empty()) {
+    drain_inbox(gd);
+    process_ipiq(gd);
+  }
 }
 
-void drain_inbox(globaldata* gd) {
-  // Clear the flag before taking the list: a message pushed after take_all() then finds
-  // the inbox empty and sets the flag again, so none is left unflagged. seq_cst, for two
-  // pairs that must hold on AArch64 too: (1) the inbox: the clear reads from the latest set
-  // (RMW order), and take_all() cannot be hoisted above it, so every push before that set
-  // is taken; (2) the rings: flag_ring() sets its mask bit and then loads the flag (both
-  // seq_cst) and skips the set when it sees it; this clear and process_ipiq's seq_cst mask
-  // load are the other half of that store-buffering pair: either the sender sees the flag
-  // cleared and sets it again, or the mask load sees its bit. (Load first: the idle loop
-  // calls this on every pass and an RMW costs a locked instruction.)
-  if (gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ) {
-    gd->gd_reqflags.fetch_and(~RQF_IPIQ, std::memory_order_seq_cst);
-  }
-  if (gd->gd_inbox.empty()) return;
+std::uint64_t drain_inbox(globaldata* gd) {
+  if (gd->gd_inbox.empty()) return 0;
   // seq_cst: shutdown's quiescence check must not see the inbox empty and not busy while
   // handlers taken from it still run (store, then take: the store comes first).
   gd->gd_inbox_busy.store(true, std::memory_order_seq_cst);
@@ -65,6 +82,7 @@ void drain_inbox(globaldata* gd) {
   --gd->gd_intr_nesting_level;
   gd->gd_stats.messages.add(n);
   gd->gd_inbox_busy.store(false, std::memory_order_release);
+  return n;
 }
 
 void not_lwkt_thread(const char* call) {
@@ -139,7 +157,8 @@ void lwkt_preempt(globaldata* gd, thread* ntd, int critcount) {
 void splz(globaldata* gd) {
   thread* td = gd->gd_curthread;
   ++td->td_critcount;
-  while (gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ) drain_all(gd);
+  // Once: the flag is sticky (drain_all clears it only after repeated empty drains).
+  if (gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_IPIQ) drain_all(gd);
   // Shutdown: the next yield point switches to the idle thread, which stops the worker.
   if (gd->gd_reqflags.load(std::memory_order_relaxed) & RQF_STOP) {
     gd->gd_ast |= RQF_AST_LWKT_RESCHED;

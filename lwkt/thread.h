@@ -132,9 +132,6 @@ struct thread_msg : ipiq::inbox_msg {
 struct thread {
   // --- Switch state; owner only.
   void* td_sp = nullptr;                 // saved stack pointer while switched out
-  // Owning worker (see owner_ptr): null while in transit between giveaway and acquire.
-  // Read by anyone as a destination; a request sent to a stale owner chases the thread.
-  owner_ptr<globaldata> td_gd;
   thread* td_rq_next = nullptr;          // run-queue links (gd_tdrunq)
   thread* td_rq_prev = nullptr;
   thread* td_rqg_next = nullptr;         // run-queue group links, valid on a group's tail
@@ -175,7 +172,12 @@ struct thread {
   // the kernel may write its buffers, so it cannot be given away meanwhile.
   std::uint32_t td_io_inflight = 0;
 
-  // --- Written by foreign OS threads too.
+  // --- Written by foreign OS threads too, and read by every remote schedule: on lines of
+  // their own (a remote schedule reads td_gd, bumps td_schedgen and takes a hold; the
+  // owner's handler reads td_gd and drops the hold), away from the owner's switch state.
+  // Owning worker (see owner_ptr): null while in transit between giveaway and acquire.
+  // Read by anyone as a destination; a request sent to a stale owner chases the thread.
+  alignas(64) owner_ptr<globaldata> td_gd;
   std::atomic<std::uint32_t> td_mpflags{0};  // TDF_MP_*; atomic RMW only
   // Bumped by every schedule request (schedule, wakeup_thread) before it acts or sends. A
   // deschedule sent to another worker carries the value it read and acts only if it is
@@ -189,7 +191,8 @@ struct thread {
   thread_msg td_schedmsg;                // the "schedule me" message (TDF_MP_WAKEPEND)
 
   // --- Entry point, stack, identity; set at creation.
-  void (*td_func)(void*) = nullptr;
+  alignas(64) void (*td_func)(void*) = nullptr;
+
   void* td_arg = nullptr;
   absl::AnyInvocable<void()> td_callable;
   thread_stack td_stack;

@@ -72,10 +72,18 @@ void idle_loop(globaldata* gd) {
       continue;
     }
 
-    // Park: announce, re-check (the parker's fence orders this check against producers'
-    // push + kick), then sleep. See ipiq/parker.h for why no wakeup is lost.
+    // Park: stop watching the empty rings, announce, re-check (the parker's fence orders
+    // this check against producers' push + kick, and the rings just unwatched are looked
+    // at too: see announce() in ipi.cc), then sleep. See ipiq/parker.h for why no wakeup
+    // is lost; modelled in ipiq/model/park_kick.pml.
+    std::uint64_t unwatched[kMaskWords];
+    unwatch_rings(gd, unwatched);
     gd->gd_parker.prepare_park();
-    if (!gd->gd_inbox.empty() || ipiq_pending(gd) ||
+    // rings_ready first, and always: it also re-watches an unwatched ring whose message
+    // arrived meanwhile (its sender may have seen the bit still set); skipping it because
+    // the inbox had work would leave that ring unwatched with a message in it.
+    const bool rings = rings_ready(gd, unwatched);
+    if (rings || !gd->gd_inbox.empty() ||
         gd->gd_stop.load(std::memory_order_acquire) != stopped ||
         gd->gd_exit.load(std::memory_order_acquire)) {
       gd->gd_parker.cancel_park();

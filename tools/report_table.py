@@ -37,6 +37,8 @@ ROWS = [
      "BM_Runq_EnqueueDequeueMixedUpri/10", None, False),
     ("cross-worker round trip, receiver polling", "BM_RoundTrip_Polling",
      "BM_Peer_AtomicPingPong", 2.0, True),
+    ("cross-worker round trip, the ring alone (handlers bounce)", "BM_RoundTrip_IpiOnly",
+     "BM_Peer_AtomicPingPong", 2.0, True),
     ("cross-worker round trip, receiver parked", "BM_RoundTrip_Parked",
      "BM_Peer_CondvarPingPong", 0.5, True),
     ("cross-worker round trip, parked, vs Boost.Fiber", "BM_RoundTrip_Parked",

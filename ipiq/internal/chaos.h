@@ -18,13 +18,15 @@
 namespace ipiq::chaos {
 
 enum site : std::uint32_t {
-  kRingPublish = 1,   // between writing a slot and publishing windex
-  kRingConsume,       // between reading windex and running the message
+  kRingPublish = 1,   // between writing a slot and publishing its sequence number
+  kRingConsume,       // between finding the slot there and running the message
   kParkAnnounce,      // between announcing a park and re-checking for work
   kKick,              // before a producer's store-load barrier
   kTokenCas,          // before a token CAS
   kTsleepInterlock,   // between joining a sleep queue and the caller's re-check
   kOwnerHandoff,      // between publishing a new owner and telling it
+  kRingUnwatch,       // between finding a watched ring empty and clearing its bit
+  kAnnounce,          // between a sender's fence and its loads of the bit and the flag
 };
 
 // 0: off. Written by tests only, before or while the runtime runs.

@@ -17,20 +17,22 @@
  *     (flag == 1)     crit_exit (lwkt/internal/sched_inline.h): the 1 -> 0 transition loads
  *                     gd_reqflags and calls crit_exit_work -> splz only if RQF_IPIQ is set;
  *                     a worker that never looks at the inbox otherwise waits here
- *     do :: flag == 1 -> drain_inbox() od
- *                     splz: while (gd_reqflags & RQF_IPIQ) drain_all(gd)
+ *     drain_all()     splz: drain_all(gd) once; the flag is sticky, so the next crit_exit
+ *                     looks again
  *   consumer, idle    lwkt/worker.cc idle_loop
- *     drain_inbox()   drain_all at the top of the loop (process_ipiq: the rings, not here)
+ *     drain_all()     drain_all at the top of the loop (process_ipiq: the rings, not here)
  *     inbox > 0       !gd_inbox.empty(): poll again
  *     parked = 1; inbox > 0 ? cancel : (parked == 0)
  *                     prepare_park; re-check the inbox; cancel_park or park (futex_wait)
- *   drain_inbox()     lwkt::internal::drain_inbox (lwkt/sched.cc)
+ *   drain_all()       lwkt::internal::drain_all (lwkt/sched.cc)
+ *     take_all()      drain_inbox: inbox::take_all (relaxed load of _head, then the acquire
+ *                     exchange, and running the messages taken); the flag is left set
+ *     either nothing more (RQF_IPIQ is sticky), or, standing for the K-th drain in a row
+ *     that ran nothing:
  *     flag == 1 -> flag = 0
- *                     relaxed load of gd_reqflags, then fetch_and(~RQF_IPIQ) (acq_rel RMW);
- *                     two steps, so a set that lands in between is cleared too
- *     inbox > 0 -> atomic { consumed = consumed + inbox; inbox = 0 }
- *                     inbox::take_all: relaxed load of _head, then the acquire exchange
- *                     (and running the messages taken)
+ *                     relaxed load of gd_reqflags, then fetch_and(~RQF_IPIQ) (seq_cst RMW,
+ *                     then a fence); two steps, so a set that lands in between is cleared
+ *     take_all()      the look after the clear
  *
  * Properties, checked by spin (safety, exhaustive):
  *   - no message is left behind an unset flag: a busy worker waits for the flag, so a message
@@ -62,7 +64,7 @@
  *      flag, and the first exchange after that push in modification order takes the whole
  *      segment. By 1, that exchange exists (a clear that follows the set), or the flag stays
  *      set.
- *   The relaxed loads (the flag in crit_exit and drain_inbox, _head in take_all's shortcut
+ *   The relaxed loads (the flag in crit_exit and drain_all, _head in take_all's shortcut
  *   and in the idle loop) read a value at least as recent, in modification order, as the
  *   last RMW of the same thread and as any write that happens-before them; a stale value
  *   only delays the reader to its next pass, which the model's interleavings include. The
@@ -72,15 +74,15 @@
  *   and the clear in drain_inbox(); with those, 1 does not hold: on AArch64 the set may
  *   become visible before the push (the SET_BEFORE_PUSH mutant's behaviour) and the
  *   consumer's load of _head may be satisfied before its clear (CLEAR_AFTER_TAKE's).
- *   Not modelled: the IPI ring senders (lwkt/ipi.cc flag_ring), which set the same flag
- *   after their mask bit and skip the RMW when they see the flag set. That is a
- *   store-buffering pair with the consumer's clear and its later mask load, which needs
- *   both of the consumer's accesses to be seq_cst (acq_rel is not enough), unlike the
- *   inbox's message-passing shape here.
+ *   Not modelled here: the IPI ring senders (lwkt/ipi.cc announce), which set the same flag
+ *   after a fence and skip the RMW when they see the flag set. That is a store-buffering
+ *   pair with the consumer's clear and its later look at the rings (a fence on each side),
+ *   modelled in park_kick.pml.
  *
  * Mutations (`spin -DNAME`; //ipiq:inbox_flag_model_test requires spin to reject each):
- *   CLEAR_AFTER_TAKE  drain_inbox clears the flag after take_all: a push between the two
- *                     sets the flag, which the clear then erases;
+ *   CLEAR_AFTER_TAKE  drain_all clears the flag with no take_all after the clear: a push
+ *                     between the last take and the clear sets the flag, which the clear
+ *                     then erases;
  *   SET_BEFORE_PUSH   the producer sets the flag before pushing (what a relaxed set may look
  *                     like to the consumer): the consumer clears it and finds nothing yet.
  */
@@ -126,14 +128,18 @@ inline take_all() {
   fi
 }
 
-inline drain_inbox() {
-#ifdef CLEAR_AFTER_TAKE
+inline drain_all() {
   take_all();
-  if :: flag == 1 -> flag = 0 :: else -> skip fi;
+  if
+  :: true -> skip                                  /* the flag stays set (sticky) */
+  :: true ->                                       /* K-th empty drain: drop the flag */
+       if :: flag == 1 -> flag = 0 :: else -> skip fi;  /* load; fetch_and; fence */
+#ifndef CLEAR_AFTER_TAKE
+       take_all()                                  /* look again */
 #else
-  if :: flag == 1 -> flag = 0 :: else -> skip fi;  /* load; fetch_and(~RQF_IPIQ, acq_rel) */
-  take_all();
+       skip
 #endif
+  fi;
   assert(consumed <= sent)
 }
 
@@ -144,12 +150,9 @@ proctype consumer() {
        if
        :: true ->                          /* busy: crit_exit looks at the flag only */
             (flag == 1);
-            do
-            :: flag == 1 -> drain_inbox()  /* splz */
-            :: else -> break
-            od
+            drain_all()                    /* splz */
        :: true ->                          /* idle loop */
-            drain_inbox();
+            drain_all();
             if
             :: inbox > 0 -> skip           /* !gd_inbox.empty(): poll again */
             :: consumed == TOTAL -> skip   /* done (stands for gd_stop) */

@@ -36,7 +36,9 @@ inline constexpr std::size_t kSleepHash = 1024;
 inline constexpr std::int64_t kPassiveTickNs = 10'000'000;
 
 // gd_reqflags bits, set by any OS thread (atomic OR), cleared by the owner.
-inline constexpr std::uint32_t RQF_IPIQ = 0x001;   // messages wait in gd_inbox or a ring
+// RQF_IPIQ: messages may wait in gd_inbox or a ring. Sticky: the owner clears it only after
+// repeated drains found nothing (drain_all in sched.cc), so it is a hint to look.
+inline constexpr std::uint32_t RQF_IPIQ = 0x001;
 inline constexpr std::uint32_t RQF_STOP = 0x002;   // shutdown: switch to the idle thread
 inline constexpr std::uint32_t RQF_IDLECHECK_MASK = RQF_IPIQ | RQF_STOP;
 // gd_ast bits, owner only.
@@ -96,20 +98,25 @@ struct worker_stats {
 };
 
 struct globaldata {
-  // ---- Owner block.
-  thread* gd_curthread = nullptr;
-  int gd_cpuid = 0;                    // worker index
+  // ---- Identity, fixed after start: on a line of its own, because every sender to this
+  // worker reads it (a field beside gd_curthread, which the owner writes at every switch,
+  // would travel between the workers' caches on every message).
+  alignas(kCacheLineGap) int gd_cpuid = 0;  // worker index
+  int gd_ncpus = 0;                    // workers in the runtime
   internal::runtime_state* gd_runtime = nullptr;
+  // All rings, allocated on first send (ipi.cc: ring_for_send): ring (s -> t) is
+  // gd_rings[s * ncpus + t], null until worker s first sends to t.
+  std::atomic<ipiq::ring*>* gd_rings = nullptr;
+
+  // ---- Owner block.
+  alignas(kCacheLineGap) thread* gd_curthread = nullptr;
   internal::runq gd_tdrunq;
   thread* gd_tdallq = nullptr;         // all live threads of this worker (td_all_* links)
   thread gd_idlethread;                // runs the idle loop on the worker's OS-thread stack
   std::uint32_t gd_ast = 0;            // RQF_AST_*
   int gd_intr_nesting_level = 0;       // > 0 while running message handlers (no switching)
   int gd_processing_ipiq = 0;          // nesting depth of ring draining
-  int gd_ncpus = 0;                    // workers in the runtime
-  // All rings, allocated on first send (ipi.cc: ring_for_send): ring (s -> t) is
-  // gd_rings[s * ncpus + t], null until worker s first sends to t.
-  std::atomic<ipiq::ring*>* gd_rings = nullptr;
+  std::uint32_t gd_ipiq_empty_drains = 0;  // drains in a row that ran nothing (drain_all)
   // cpusync participation: requests seen but not yet released by their master (polled by
   // the drain loop, DragonFly's gd_cpusyncq).
   std::vector<void*> gd_cpusync_pending;
@@ -164,8 +171,11 @@ struct globaldata {
   // ---- Written by other OS threads.
   alignas(kCacheLineGap) ipiq::inbox gd_inbox;                // producers: any OS thread
   alignas(kCacheLineGap) std::atomic<std::uint32_t> gd_reqflags{0};  // RQF_*; OR by anyone
-  // Bit s: ring (s -> this worker) may hold messages. Set by sender s (fetch_or), cleared
-  // by this worker before it drains that ring (DragonFly gd_ipimask).
+  // Bit s: this worker watches ring (s -> this worker): its polls and drains read that
+  // ring's next slot. Set by sender s (fetch_or) when it finds the bit clear after a push;
+  // cleared by this worker only for a ring found empty, before it parks or after repeated
+  // empty drains (unwatch_rings in ipi.cc), so a busy pair leaves the line alone
+  // (DragonFly gd_ipimask, made sticky).
   std::atomic<std::uint64_t> gd_ipimask[kMaskWords] = {};
   alignas(kCacheLineGap) ipiq::parker gd_parker;              // kick: anyone
   std::atomic<bool> gd_stop{false};    // written: Runtime::shutdown; read: the idle loop

@@ -42,13 +42,13 @@ std::vector<worker_io*> runtime_worker_ios() {
   return v;
 }
 
-void kick_worker(globaldata* target) {
+void kick_worker(globaldata* target, bool fenced) {
   const io_provider* p = target->gd_runtime->io;
   if (p == nullptr) {
-    target->gd_parker.kick();
+    target->gd_parker.kick_via([] { return false; }, fenced);
     return;
   }
-  target->gd_parker.kick_via([&] { return p->kick(&target->gd_io); });
+  target->gd_parker.kick_via([&] { return p->kick(&target->gd_io); }, fenced);
 }
 
 void io_shutdown_handler(void*, std::intptr_t, void*, void* ctx) {

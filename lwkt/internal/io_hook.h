@@ -63,8 +63,10 @@ struct io_provider {
 void io_shutdown_handler(void* arg1, std::intptr_t arg2, void* aux, void* ctx);
 
 // Wakes `target` if it is parked (the parker's kick), through the I/O provider's kick
-// when both sides can. The one kick every cross-worker send uses. Runs on: any OS thread.
-void kick_worker(globaldata* target);
+// when both sides can. The one kick every cross-worker send uses. `fenced`: the caller
+// issued a seq_cst fence after publishing its work (see ipiq::parker::kick_via).
+// Runs on: any OS thread.
+void kick_worker(globaldata* target, bool fenced = false);
 
 // Installed once, before any Runtime is created (//io's static initialiser).
 void install_io_provider(const io_provider* p);

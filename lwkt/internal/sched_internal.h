@@ -61,8 +61,8 @@ void wakeup_from_outside(runtime_state* rs, const void* ident, int flags);
 void wakeup_from_outside_all(const void* ident, int flags);
 
 // Runs every queued inbox message (with gd_intr_nesting_level raised: no switching).
-// Runs on: gd's worker inside a critical section.
-void drain_inbox(globaldata* gd);
+// Returns how many ran. Runs on: gd's worker inside a critical section.
+std::uint64_t drain_inbox(globaldata* gd);
 
 // Links td on gd's run queue if not yet there; requests a reschedule if td became the head
 // and is not running. Runs on: gd's worker inside a critical section.
