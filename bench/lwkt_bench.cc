@@ -2,6 +2,7 @@
 //
 //   BM_Switch_Raw                  lwkt_cpu_switch there and back (2 switches)
 //   BM_Switch_Raw_Asymmetric       the same, each side in different code
+//   BM_Switch_Raw_MxcsrMode/M      BM_Switch_Raw with the MXCSR restore mode forced (x86-64)
 //   BM_Peer_BoostContext_Jump      boost::context jump_fcontext there and back (2 switches)
 //   BM_Yield                       lwkt::yield between two threads on one worker (1 switch)
 //   BM_Yield_StallDetectorOff      the same with Options::stall_budget zero (no watchdog)
@@ -66,6 +67,23 @@ void BM_Switch_Raw(benchmark::State& state) {
   state.SetLabel("there and back; both sides in the same code");
 }
 BENCHMARK(BM_Switch_Raw);
+
+#if defined(__x86_64__)
+// BM_Switch_Raw with each MXCSR restore mode forced, whatever the host's start-up choice
+// (arg 0: reload only when the control bits differ, the Intel choice; 1: reload on every
+// switch, the AMD choice): the evidence for that choice, measured in the same run.
+void BM_Switch_Raw_MxcsrMode(benchmark::State& state) {
+  const unsigned char host = lwkt_switch_mxcsr_always;
+  lwkt_switch_mxcsr_always = static_cast<unsigned char>(state.range(0));
+  std::vector<char> stack(64 * 1024);
+  g_sp[1] = bare_context(stack, symmetric_peer);
+  g_rounds = state.max_iterations;
+  while (state.KeepRunningBatch(g_rounds)) pingpong(0, g_rounds);
+  lwkt_switch_mxcsr_always = host;
+  state.SetLabel(state.range(0) ? "MXCSR reloaded every switch" : "MXCSR compared first");
+}
+BENCHMARK(BM_Switch_Raw_MxcsrMode)->Arg(0)->Arg(1);
+#endif
 
 // The two sides run different loops, so each switch's return is mispredicted. Boost's
 // jump_fcontext avoids that with an indirect jmp, which costs the runtime's real switch path

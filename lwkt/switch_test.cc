@@ -65,10 +65,11 @@ TEST(Switch, PingPongTransfersControlAndValue) {
 }
 
 #if defined(__x86_64__)
-// MXCSR is reloaded only when its control bits differ (switch_x86_64_sysv_elf.S): each of
-// them must still travel with its thread, the two at the mask's ends (DAZ, bit 6; FZ,
-// bit 15) and the rounding field between, while the status flags (bits 5:0, not preserved
-// by the ABI) do not force a reload.
+// MXCSR is restored one of two ways, chosen from the CPU vendor at start-up
+// (switch_x86_64_sysv_elf.S): reloaded only when its control bits differ, or reloaded on
+// every switch. Both run here whatever the host. Each control bit must travel with its
+// thread, the two at the mask's ends (DAZ, bit 6; FZ, bit 15) and the rounding field
+// between, while the status flags (bits 5:0, not preserved by the ABI) may go either way.
 std::uint32_t g_mxcsr_other = 0;
 
 [[noreturn]] void mxcsr_body() {
@@ -78,7 +79,18 @@ std::uint32_t g_mxcsr_other = 0;
   }
 }
 
-TEST(Switch, EachMxcsrControlBitTravelsWithItsThread) {
+// Param: the value of lwkt_switch_mxcsr_always for the test (0: compare, 1: always).
+class SwitchMxcsr : public ::testing::TestWithParam<int> {
+ protected:
+  void SetUp() override { lwkt_switch_mxcsr_always = static_cast<unsigned char>(GetParam()); }
+  void TearDown() override { lwkt_switch_mxcsr_always = _host; }
+
+ private:
+  const unsigned char _host = lwkt_switch_mxcsr_always;
+};
+INSTANTIATE_TEST_SUITE_P(ReloadMode, SwitchMxcsr, ::testing::Values(0, 1));
+
+TEST_P(SwitchMxcsr, EachMxcsrControlBitTravelsWithItsThread) {
   std::vector<char> stack(64 * 1024);
   g_other.sp = make_bare_frame(aligned_top(stack), mxcsr_body);
   const std::uint32_t saved = __builtin_ia32_stmxcsr();

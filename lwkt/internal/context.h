@@ -25,6 +25,11 @@ extern "C" {
 void* lwkt_cpu_switch(void** save_sp, void* load_sp, void* arg);
 // First-run entry of a new context; never called directly.
 void lwkt_cpu_trampoline();
+#if defined(__x86_64__)
+// Nonzero: the switch reloads MXCSR on every switch; zero: only when its control bits differ.
+// Chosen from the CPU vendor before main (context.cc); switch_x86_64_sysv_elf.S says why.
+__attribute__((visibility("hidden"))) extern unsigned char lwkt_switch_mxcsr_always;
+#endif
 }
 
 namespace lwkt::internal {

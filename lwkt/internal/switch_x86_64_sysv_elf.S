@@ -7,6 +7,7 @@
 // the call), the signal mask (lwkt threads share their worker's), FS (TLS belongs to the
 // worker OS thread, not to the lwkt thread: see docs/design.md), the x87/SSE status flags.
 // Scratch: ECX (caller-saved) compares the two threads' MXCSR; RAX carries arg at the end.
+// Reads: lwkt_switch_mxcsr_always (a byte, constant after start-up: see context.cc).
 // Frame layout: switch_frame_x86_64.h.
 // Notes (.note.GNU-stack, .note.gnu.property) and the entry landing pad: asm_notes.h.
 #include "lwkt/internal/asm_notes.h"
@@ -39,19 +40,30 @@ lwkt_cpu_switch:
         movq    %rbx, LWKT_FRAME_RBX(%rsp)              /* save RBX */
         movq    %rbp, LWKT_FRAME_RBP(%rsp)              /* save RBP */
         movq    %rsp, (%rdi)                            /* *save_sp = frame */
+        // How MXCSR is restored depends on the vendor (lwkt_switch_mxcsr_always, set once
+        // at start-up from CPUID in context.cc), because each vendor has a different slow
+        // instruction here (measured on both; docs/design.md "The raw switch"):
+        //  - Intel: LDMXCSR of a value that differs from the current one costs about 150 ns
+        //    (BM_Switch_Raw 156-165 ns with it, 8 ns without, Boost.Context 10-14 ns), and
+        //    compared whole the value differs on nearly every switch: the status flags
+        //    (5:0, sticky exception flags such as PE, set by any inexact FP operation)
+        //    differ between threads. So it is reloaded only when the control bits (15:6:
+        //    FZ, rounding, exception masks, DAZ) differ. The ABI makes only those callee-
+        //    saved; the status flags are not preserved across calls, a switch being one.
+        //  - AMD (Zen): LDMXCSR is cheap whatever the value, but reading back the word
+        //    STMXCSR just stored stalls (its store does not forward to the load): the
+        //    compare costs about 3.5 ns per round trip, 30% of the whole switch. So it is
+        //    reloaded always, with no compare, as Boost.Context does.
+        cmpb    $0, lwkt_switch_mxcsr_always(%rip)      /* AMD: reload without compare */
+        jne     2f
         movl    LWKT_FRAME_FPCSR(%rsp), %ecx            /* ECX = our MXCSR ... */
         xorl    LWKT_FRAME_FPCSR(%rsi), %ecx            /* ... ^ the incoming thread's */
-
         movq    %rsi, %rsp                              /* switch stacks: RSP = load_sp */
-        // MXCSR is reloaded only when its control bits (15:6: FZ, rounding, exception
-        // masks, DAZ) differ. LDMXCSR of a changed value costs about 150 ns on Intel Xeon
-        // hosts (measured: BM_Switch_Raw 156-165 ns with it, 8 ns without, Boost.Context
-        // 10-14 ns), and the value changes on nearly every switch if it is compared whole:
-        // the status flags (5:0, sticky exception flags such as PE, set by any inexact FP
-        // operation) differ between threads. The ABI makes only the control bits callee-
-        // saved; the status flags are not preserved across calls, a switch being one.
         testl   $0xffc0, %ecx                           /* control bits differ? */
         jz      1f
+        ldmxcsr LWKT_FRAME_FPCSR(%rsp)                  /* restore MXCSR */
+        jmp     1f
+2:      movq    %rsi, %rsp                              /* switch stacks: RSP = load_sp */
         ldmxcsr LWKT_FRAME_FPCSR(%rsp)                  /* restore MXCSR */
 1:      fldcw   LWKT_FRAME_FPCSR+4(%rsp)                /* restore x87 control word */
         movq    LWKT_FRAME_R15(%rsp), %r15              /* restore R15 */
