@@ -26,6 +26,8 @@ cat >"$tmp/main.c" <<'EOF'
 void *lwkt_cpu_switch(void **save_sp, void *load_sp, void *arg);
 void lwkt_cpu_trampoline(void);
 void lwkt_thread_bootstrap(void *prev, void *td) { (void)prev; (void)td; for (;;) {} }
+/* Read by the x86-64 switch (lwkt/internal/context.cc defines it in the library). */
+unsigned char lwkt_switch_mxcsr_always;
 void _start(void) {
   void *sp;
   lwkt_cpu_switch(&sp, 0, 0);
