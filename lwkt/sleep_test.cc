@@ -17,6 +17,7 @@ namespace {
 using testing::run_on;
 using testing::scaled;
 using testing::test_runtime;
+using testing::wait_until_asleep;
 
 // Ping-pong through two channels between threads on different workers, with the lock-free
 // interlock pattern (interlock, re-check, sleep). A lost wakeup would hang the test.
@@ -88,25 +89,24 @@ TEST(Sleep, WakeupOneWakesExactlyOne) {
   auto rt = test_runtime(2);
   constexpr int kN = 5;
   int chan = 0;
-  std::atomic<int> asleep{0}, woken{0};
+  std::atomic<int> woken{0};
   std::vector<thread_ref> tds;
   for (int i = 0; i < kN; ++i) {
     thread_options o;
     o.worker = 1;
+    o.name = "one-sleeper";
     tds.push_back(*rt->spawn(
         [&] {
-          asleep.fetch_add(1);
           tsleep(&chan, 0, "one");
           woken.fetch_add(1);
         },
         o));
   }
   run_on(*rt, [&] {
-    while (asleep.load() < kN) yield();
-    // The last sleeper may be between asleep++ and tsleep: give worker 1 time to park them.
-    lwkt_pause(absl::Milliseconds(20));
+    wait_until_asleep(*rt, "one-sleeper", kN);
     wakeup_one(&chan);
-    lwkt_pause(absl::Milliseconds(50));
+    while (woken.load() < 1) lwkt_pause(absl::Milliseconds(1));
+    lwkt_pause(absl::Milliseconds(50));  // time for a wrongly woken second one to show
     EXPECT_EQ(woken.load(), 1);
     wakeup(&chan);
   });

@@ -5,6 +5,8 @@
 //   block_until(flag)            blocks the calling lwkt thread until flag is true (its
 //                                waker sets the flag, then schedules it)
 //   block_self()                 blocks the calling lwkt thread until someone schedules it
+//   wait_until_asleep(rt, name, n)  the calling lwkt thread waits until n threads named
+//                                `name` are asleep in tsleep (Runtime::snapshot())
 #pragma once
 
 #include <gtest/gtest.h>
@@ -12,10 +14,12 @@
 #include <atomic>
 #include <cstdlib>
 #include <memory>
+#include <string_view>
 
 #include "ipiq/internal/chaos.h"
 #include "lwkt/runtime.h"
 #include "lwkt/sched.h"
+#include "lwkt/sleep.h"
 
 namespace lwkt::testing {
 
@@ -69,6 +73,24 @@ inline void block_self() {
   deschedule_self();
   lwkt_switch();
   crit_exit();
+}
+
+// For a test whose waker must act only once its sleepers are really asleep (a wakeup before
+// that is lost, or tests nothing): polls Runtime::snapshot() until at least `n` threads named
+// `name` are in state "sleep". Never a timed guess, so a loaded host only makes it slower.
+// Runs on: an lwkt thread of `rt` (it pauses 1 ms between polls).
+inline void wait_until_asleep(Runtime& rt, std::string_view name, int n = 1) {
+  for (;;) {
+    auto snap = rt.snapshot();
+    EXPECT_TRUE(snap.ok()) << snap.status();
+    if (!snap.ok()) return;
+    int asleep = 0;
+    for (const auto& w : snap->workers) {
+      for (const auto& t : w.threads) asleep += (t.name == name && t.state == "sleep");
+    }
+    if (asleep >= n) return;
+    lwkt_pause(absl::Milliseconds(1));
+  }
 }
 
 template <typename F>

@@ -19,6 +19,7 @@
 #include "lwkt/runtime.h"
 #include "lwkt/sched.h"
 #include "lwkt/sleep.h"
+#include "lwkt/testing.h"
 
 namespace lwkt {
 namespace {
@@ -109,7 +110,8 @@ TEST(Trace, AWakeupAcrossWorkersAppearsInOrderWithTheRightThreads) {
   auto waker = (*rt)->spawn(
       [&] {
         while (phase.load() < 1) yield();
-        lwkt_pause(absl::Milliseconds(20));  // the sleeper is asleep by now (checked below)
+        // Asleep for certain, so the trace must show the sleep, then the wakeup.
+        testing::wait_until_asleep(**rt, "tr-sleeper");
         phase.store(2);
         wakeup(&chan);
       },
