@@ -119,6 +119,7 @@ void giveaway(thread* td) {
   // Our last writes to td: no owner (requests are deferred to acquire, see
   // defer_schedule), then the flag acquire() waits for. release (both): everything the old
   // owner did to td happens before anyone that reads either acts on td.
+  internal::flush_deferred_rele(gd, td);  // gd_rele_td names only threads gd owns
   td->td_gd = nullptr;
   ipiq::chaos::point(ipiq::chaos::kOwnerHandoff);
   td->td_mpflags.fetch_or(TDF_MP_GIVEN, std::memory_order_release);

@@ -342,7 +342,7 @@ void schedule_on_owner(globaldata* gd, thread* td) {
   }
   std::uint32_t mp = td->td_mpflags.load(std::memory_order_acquire);
   if (!(td->td_flags & TDF_EXITING) && !(mp & TDF_MP_EXITED)) enqueue(gd, td);
-  rele(td);
+  rele_deferred(gd, td);
 }
 
 void enqueue_crit(globaldata* gd, thread* td) {
@@ -370,6 +370,7 @@ void switch_return(globaldata* gd, thread* prev) {
     // worker chase prev to `target`, and target's handlers see prev TDF_MIGRATING until
     // ipi_adopt runs there (release: everything done to prev here is visible to them).
     prev->td_migrate_gd = nullptr;
+    flush_deferred_rele(gd, prev);  // gd_rele_td names only threads gd owns
     prev->td_gd = target;
     ipiq::chaos::point(ipiq::chaos::kOwnerHandoff);
     send_ipi(target, ipi_adopt, prev, 0, nullptr, false);

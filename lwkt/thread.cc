@@ -212,6 +212,7 @@ void free_thread_object(thread* td) {
 }
 
 void reap(globaldata* gd, thread* td) {
+  flush_deferred_rele(gd, td);  // td_refs must be exact for the check below
   tsan_destroy_fiber(td->td_tsan_fiber);
   td->td_tsan_fiber = nullptr;
   gd->gd_stats.threads_reaped.add();
@@ -359,13 +360,47 @@ void exit_self() {
 
 void hold(thread* td) { td->td_refs.fetch_add(1, std::memory_order_relaxed); }
 
-void rele(thread* td) {
+namespace {
+
+void rele_n(thread* td, std::int32_t n) {
   // acq_rel: the last releaser must see every other holder's accesses before freeing.
-  std::int32_t old = td->td_refs.fetch_sub(1, std::memory_order_acq_rel);
-  LWKT_ASSERT(old > 0, td, "lwkt::rele without a hold (td_refs=%d)", old);
+  std::int32_t old = td->td_refs.fetch_sub(n, std::memory_order_acq_rel);
+  LWKT_ASSERT(old >= n, td, "lwkt::rele without a hold (td_refs=%d, releasing %d)", old, n);
   // Zero only after reap dropped the alive reference and detached the stack.
-  if (old == 1) internal::free_thread_object(td);
+  if (old == n) internal::free_thread_object(td);
 }
+
+}  // namespace
+
+void rele(thread* td) { rele_n(td, 1); }
+
+namespace internal {
+
+// A deferred hold only lives longer than it would have: the object stays valid, and td_refs
+// is exact wherever a decision reads it (reap, giveaway and migration flush td's entry
+// first). The handler's accesses to td precede the later fetch_sub in program order, so the
+// acq_rel argument of rele_n is unchanged.
+void rele_deferred(globaldata* gd, thread* td) {
+  constexpr std::int32_t kMaxDeferred = 1 << 20;
+  if (gd->gd_rele_td == td && gd->gd_rele_count < kMaxDeferred) {
+    ++gd->gd_rele_count;
+    return;
+  }
+  flush_deferred_rele(gd);
+  gd->gd_rele_td = td;
+  gd->gd_rele_count = 1;
+}
+
+void flush_deferred_rele(globaldata* gd) {
+  thread* td = gd->gd_rele_td;
+  if (!td) return;
+  const std::int32_t n = gd->gd_rele_count;
+  gd->gd_rele_td = nullptr;
+  gd->gd_rele_count = 0;
+  rele_n(td, n);
+}
+
+}  // namespace internal
 
 thread_ref::thread_ref(thread* td) : _td(td) {
   if (td) hold(td);

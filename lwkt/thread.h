@@ -172,19 +172,25 @@ struct thread {
   // the kernel may write its buffers, so it cannot be given away meanwhile.
   std::uint32_t td_io_inflight = 0;
 
-  // --- Written by foreign OS threads too, and read by every remote schedule: on lines of
-  // their own (a remote schedule reads td_gd, bumps td_schedgen and takes a hold; the
-  // owner's handler reads td_gd and drops the hold), away from the owner's switch state.
+  // --- Read by every remote schedule, written rarely (giveaway, migration, exit): a line
+  // of its own, so that it stays shared in every reader's cache. The owner's schedule
+  // handler reads both fields; a remote schedule reads td_gd.
   // Owning worker (see owner_ptr): null while in transit between giveaway and acquire.
   // Read by anyone as a destination; a request sent to a stale owner chases the thread.
-  alignas(64) owner_ptr<globaldata> td_gd;
+  alignas(128) owner_ptr<globaldata> td_gd;
   std::atomic<std::uint32_t> td_mpflags{0};  // TDF_MP_*; atomic RMW only
+
+  // --- Written by the threads that schedule this one (a remote schedule bumps td_schedgen
+  // and takes a hold), the owner only when a hold runs out or on a local schedule: the
+  // owner's handler gives the senders' holds back in batches (gd_rele_td), so a stream of
+  // schedules from one worker leaves this line in that worker's cache. 128 bytes from
+  // td_gd's line: adjacent-line prefetch pairs lines.
+  alignas(128) std::atomic<std::uint32_t> td_schedgen{0};
   // Bumped by every schedule request (schedule, wakeup_thread) before it acts or sends. A
   // deschedule sent to another worker carries the value it read and acts only if it is
   // unchanged: a schedule issued after it always wins, whatever channel (inbox or ring) or
   // chase either took. The owner bumps with load + store, others with fetch_add: a lost
   // increment still leaves the value changed (it only moves forward).
-  std::atomic<std::uint32_t> td_schedgen{0};
   std::atomic<std::int32_t> td_refs{0};      // holds on the object (1 while alive)
   // Joiners waiting for exit: a Treiber stack of join_node, or kJoinClosed after exit.
   std::atomic<std::uintptr_t> td_joinq{0};

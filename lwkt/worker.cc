@@ -41,7 +41,10 @@ void idle_loop(globaldata* gd) {
     if (!stopped) lwkt_switch();  // runs threads until the run queue is empty
     --td->td_critcount;
     if (stopped) {
-      if (gd->gd_exit.load(std::memory_order_acquire)) return;
+      if (gd->gd_exit.load(std::memory_order_acquire)) {
+        flush_deferred_rele(gd);
+        return;
+      }
     } else if (!gd->gd_tdrunq.empty()) {
       cpu_pause();  // runnable threads wait for tokens: retry (never park with work queued)
       continue;
@@ -76,6 +79,9 @@ void idle_loop(globaldata* gd) {
     // this check against producers' push + kick, and the rings just unwatched are looked
     // at too: see announce() in ipi.cc), then sleep. See ipiq/parker.h for why no wakeup
     // is lost; modelled in ipiq/model/park_kick.pml.
+    // A parked worker keeps no deferred hold: a thread object is freed no later than the
+    // worker that handled its last schedule goes idle.
+    flush_deferred_rele(gd);
     std::uint64_t unwatched[kMaskWords];
     unwatch_rings(gd, unwatched);
     gd->gd_parker.prepare_park();

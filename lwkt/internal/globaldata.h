@@ -132,6 +132,12 @@ struct globaldata {
   thread* gd_freetd = nullptr;
   std::size_t gd_freetd_count = 0;
   std::vector<thread_stack> gd_freestacks;  // stacks whose object was still referenced
+  // Holds that this worker's schedule handlers consumed but have not yet given back to
+  // td_refs (rele_deferred in thread.cc): all on gd_rele_td, a thread this worker owns.
+  // Invariant: gd_rele_td is null or owned by this worker; whatever gives a thread away or
+  // reaps it flushes its entry first, so td_refs is exact wherever it is looked at.
+  thread* gd_rele_td = nullptr;
+  std::int32_t gd_rele_count = 0;
   // Copied from the options at start.
   std::size_t gd_default_stack = 0;
   bool gd_stack_watermark = false;   // Runtime::Options::stack_watermark

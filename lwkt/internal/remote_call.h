@@ -38,4 +38,9 @@ class remote_call_scope {
   bool _ok = false;
 };
 
+// Like lwkt::schedule(), for wakeups that may race with td's exit (the caller holds td):
+// a wakeup that finds td exited is dropped instead of diagnosed. For layers whose waiter
+// may be gone by the time they wake it (a message port's owner). Runs on: any OS thread.
+void wakeup_thread(thread* td);
+
 }  // namespace lwkt::internal

@@ -4,6 +4,7 @@
 #include "absl/status/statusor.h"
 #include "ipiq/ring.h"
 #include "lwkt/internal/globaldata.h"
+#include "lwkt/internal/remote_call.h"
 #include "lwkt/thread.h"
 
 namespace lwkt::internal {
@@ -72,10 +73,6 @@ void dequeue(globaldata* gd, thread* td);
 // Runs on: gd's worker.
 void enqueue_crit(globaldata* gd, thread* td);
 
-// Like lwkt::schedule(), for wakeups that may race with td's exit (the caller holds td):
-// a wakeup that finds td exited is dropped instead of diagnosed. Runs on: any OS thread.
-void wakeup_thread(thread* td);
-
 // Finishes the switch away from prev on the thread that now runs (DragonFly
 // lwkt_switch_return): clears prev's TDF_RUNNING and reaps it if it exited.
 void switch_return(globaldata* gd, thread* prev);
@@ -83,6 +80,17 @@ void switch_return(globaldata* gd, thread* prev);
 void reap(globaldata* gd, thread* td);
 // Frees a reaped thread object whose last reference was dropped (thread.cc).
 void free_thread_object(thread* td);
+// The owner's schedule handler gives back the sender's hold (see gd_rele_td). A stream of
+// remote schedules of one thread then writes td_refs (the senders' line) once per flush,
+// not once per message, so that line stays with the senders. Runs on: gd's worker, with td
+// owned by gd.
+void rele_deferred(globaldata* gd, thread* td);
+// Gives back the deferred holds: all of them, or only td's (before td is given away or
+// reaped). Runs on: gd's worker.
+void flush_deferred_rele(globaldata* gd);
+inline void flush_deferred_rele(globaldata* gd, thread* td) {
+  if (gd->gd_rele_td == td) flush_deferred_rele(gd);
+}
 
 // Creates a thread owned by gd (thread.cc). Options must already be validated.
 absl::StatusOr<thread_ref> create_local(globaldata* gd, void (*fn)(void*), void* arg,
