@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "io/io.h"
+#include "lwkt/internal/io_hook.h"
 #include "lwkt/internal/sched_inline.h"
 #include "lwkt/sched.h"
 #include "lwkt/sleep.h"
@@ -25,15 +26,27 @@ struct request {
 // request may come from any runtime, and an idle pool thread costs a blocked OS thread only.
 class pool {
  public:
+  // Queues r; starts a thread when the queue holds more requests than there are idle
+  // threads to take them. (Testing `_idle == 0` was wrong: an idle thread notified by an
+  // earlier submit still counts as idle until it wakes, so a burst of calls queued behind
+  // busy ones with fewer than kBlockingThreads started.) Throws std::system_error, with r
+  // not queued, when no thread can be started and none exists to serve r.
   void submit(request* r) {
     std::lock_guard<std::mutex> l(_mu);
     _queue.push_back(r);
-    if (_idle == 0 && _threads < kBlockingThreads) {
+    if (_queue.size() > static_cast<std::size_t>(_idle) && _threads < kBlockingThreads) {
       ++_threads;
-      std::thread([this] { serve(); }).detach();
-    } else {
-      _cv.notify_one();
+      try {
+        std::thread([this] { serve(); }).detach();
+      } catch (...) {
+        --_threads;
+        if (_threads == 0) {  // nobody will ever take r: the caller's stack must not stay queued
+          _queue.pop_back();
+          throw;
+        }
+      }
     }
+    _cv.notify_one();
   }
 
  private:
@@ -51,6 +64,9 @@ class pool {
       // release: the caller reads fn's results after it sees done. The wakeup follows the
       // store, so a caller that found done false before sleeping is always woken.
       r->done.store(true, std::memory_order_release);
+      // The last write into the caller's stack is done: from here on (release) shutdown may
+      // unmap it. The wakeup only uses the address.
+      lwkt::internal::blocking_outstanding().fetch_sub(1, std::memory_order_release);
       lwkt::wakeup(r);
       l.lock();
     }
@@ -75,7 +91,14 @@ void blocking_call(void (*run)(void*), void* arg) {
   LWKT_ASSERT(gd->gd_curthread->td_critcount == 0 && gd->gd_intr_nesting_level == 0,
               gd->gd_curthread, "io::blocking inside a critical section or message handler");
   request r{run, arg};
-  the_pool().submit(&r);
+  // Before the submit: a shutdown that abandons this thread reads it after joining us.
+  lwkt::internal::blocking_outstanding().fetch_add(1, std::memory_order_relaxed);
+  try {
+    the_pool().submit(&r);
+  } catch (...) {
+    lwkt::internal::blocking_outstanding().fetch_sub(1, std::memory_order_relaxed);
+    throw;
+  }
   while (!r.done.load(std::memory_order_acquire)) {
     tsleep_interlock(&r, 0);
     if (r.done.load(std::memory_order_acquire)) {

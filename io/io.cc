@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -150,6 +151,12 @@ using internal::run;
 
 namespace {
 std::int64_t neg_errno(std::int64_t r) { return r < 0 ? -errno : r; }
+
+// An SQE's length is 32 bits: a buffer of 4 GiB or more would be truncated (4 GiB exactly to
+// 0, which send_all would retry forever and recv_all take for end of file). The kernel moves
+// at most MAX_RW_COUNT bytes per call anyway, as read(2) and send(2) do on their own.
+constexpr std::size_t kMaxRwCount = 0x7ffff000;
+unsigned sqe_len(std::size_t len) { return static_cast<unsigned>(std::min(len, kMaxRwCount)); }
 }  // namespace
 
 result accept(int fd, sockaddr* addr, socklen_t* addrlen, int flags, absl::Time deadline) {
@@ -180,7 +187,7 @@ result connect(int fd, const sockaddr* addr, socklen_t addrlen, absl::Time deadl
 
 result recv(int fd, void* buf, std::size_t len, int flags, absl::Time deadline) {
   return run("io::recv", "recv", deadline, true,
-             [&](io_uring_sqe* sqe) { io_uring_prep_recv(sqe, fd, buf, len, flags); },
+             [&](io_uring_sqe* sqe) { io_uring_prep_recv(sqe, fd, buf, sqe_len(len), flags); },
              [&](epoll_worker* w) {
     return retry(w, fd, EPOLLIN, deadline, "recv",
                  [&] { return ::recv(fd, buf, len, flags | MSG_DONTWAIT); });
@@ -189,7 +196,7 @@ result recv(int fd, void* buf, std::size_t len, int flags, absl::Time deadline) 
 
 result send(int fd, const void* buf, std::size_t len, int flags, absl::Time deadline) {
   return run("io::send", "send", deadline, true, [&](io_uring_sqe* sqe) {
-    io_uring_prep_send(sqe, fd, buf, len, flags | MSG_NOSIGNAL);
+    io_uring_prep_send(sqe, fd, buf, sqe_len(len), flags | MSG_NOSIGNAL);
   }, [&](epoll_worker* w) {
     return retry(w, fd, EPOLLOUT, deadline, "send",
                  [&] { return ::send(fd, buf, len, flags | MSG_DONTWAIT | MSG_NOSIGNAL); });
@@ -257,7 +264,7 @@ result writev(int fd, const iovec* iov, int iovcnt, absl::Time deadline) {
 
 result read(int fd, void* buf, std::size_t len, off_t offset, absl::Time deadline) {
   return run("io::read", "read", deadline, true, [&](io_uring_sqe* sqe) {
-    io_uring_prep_read(sqe, fd, buf, static_cast<unsigned>(len), static_cast<__u64>(offset));
+    io_uring_prep_read(sqe, fd, buf, sqe_len(len), static_cast<__u64>(offset));
   }, [&](epoll_worker* w) -> std::int64_t {
     if (offset >= 0) return neg_errno(::pread(fd, buf, len, offset));
     return positional_or_stream(w, fd, EPOLLIN, deadline, "read",
@@ -267,7 +274,7 @@ result read(int fd, void* buf, std::size_t len, off_t offset, absl::Time deadlin
 
 result write(int fd, const void* buf, std::size_t len, off_t offset, absl::Time deadline) {
   return run("io::write", "write", deadline, true, [&](io_uring_sqe* sqe) {
-    io_uring_prep_write(sqe, fd, buf, static_cast<unsigned>(len), static_cast<__u64>(offset));
+    io_uring_prep_write(sqe, fd, buf, sqe_len(len), static_cast<__u64>(offset));
   }, [&](epoll_worker* w) -> std::int64_t {
     if (offset >= 0) return neg_errno(::pwrite(fd, buf, len, offset));
     return positional_or_stream(w, fd, EPOLLOUT, deadline, "write",
@@ -282,12 +289,17 @@ result close(int fd) {
   if (lwkt::internal::worker_io* wio = lwkt::internal::my_worker_io(); wio && wio->closing) {
     return result::from_res(neg_errno(::close(fd)));
   }
-  return run("io::close", "close", absl::InfiniteFuture(), false,
-             [&](io_uring_sqe* sqe) { io_uring_prep_close(sqe, fd); },
-             [&](epoll_worker* w) {
-               internal::forget_fd(w, fd);  // its registration must not outlive the number
-               return neg_errno(::close(fd));
-             });
+  result r = run("io::close", "close", absl::InfiniteFuture(), false,
+                 [&](io_uring_sqe* sqe) { io_uring_prep_close(sqe, fd); },
+                 [&](epoll_worker* w) {
+                   internal::forget_fd(w, fd);  // its registration must not outlive the number
+                   return neg_errno(::close(fd));
+                 });
+  // Cancelled before it ran: shutdown began meanwhile (the check above lost the race with
+  // the worker's first operation creating its ring, or the close waited in io-wq for a file
+  // with a flush method). The descriptor is still open: close it here.
+  if (r.error() == ECANCELED) return result::from_res(neg_errno(::close(fd)));
+  return r;
 }
 
 result shutdown(int fd, int how, absl::Time deadline) {

@@ -7,11 +7,13 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <pthread.h>
 
+#include <array>
 #include <atomic>
 #include <cstdlib>
 #include <stdexcept>
@@ -556,6 +558,35 @@ TEST(Io, ShutdownCancelsOperationsInFlightAndRefusesNewOnes) {
 }
 
 // blocking(fn): fn runs on another OS thread; the worker keeps running other threads.
+// Regression (review): an SQE's length is 32 bits, so a buffer of exactly 4 GiB became 0
+// bytes: recv reported end of file with data waiting and send moved nothing (send_all
+// looped forever). Lengths are capped as read(2)/send(2) cap them; the buffer is reserved,
+// not touched beyond what is moved.
+TEST(Io, FourGiBLengthsAreNotTruncated) {
+  REQUIRE_BACKEND();
+  constexpr std::size_t k4G = std::size_t{1} << 32;
+  void* big = mmap(nullptr, k4G, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (big == MAP_FAILED) GTEST_SKIP() << "no 4 GiB of address space here";
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  auto rt = test_runtime(1, io_opts());
+  run_on(*rt, [&] {
+    ASSERT_EQ(::send(sv[1], "0123456789", 10, 0), 10);
+    result r = io::recv(sv[0], big, k4G);
+    ASSERT_TRUE(r.ok()) << r.to_string();
+    EXPECT_EQ(r.value(), 10);
+    EXPECT_EQ(std::memcmp(big, "0123456789", 10), 0);
+    // A socket takes what fits in its buffer: some bytes, never none.
+    result s = io::send(sv[0], big, k4G, MSG_DONTWAIT);
+    ASSERT_TRUE(s.ok()) << s.to_string();
+    EXPECT_GT(s.value(), 0);
+  });
+  ::close(sv[0]);
+  ::close(sv[1]);
+  munmap(big, k4G);
+}
+
 TEST(Io, BlockingRunsElsewhereWhileTheWorkerRunsOthers) {
   auto rt = test_runtime(1, {.io = io_backend::off});  // needs no ring
   std::atomic<int> ticks{0};
@@ -585,6 +616,36 @@ TEST(Io, BlockingRunsElsewhereWhileTheWorkerRunsOthers) {
     EXPECT_THROW(blocking([]() -> int { throw std::runtime_error("from the pool"); }),
                  std::runtime_error);
   });
+}
+
+// Regression (review): "when all are busy, calls wait their turn" and not before: a burst
+// of calls that found one idle pool thread started no other, so kBlockingThreads calls that
+// each wait for all the others deadlocked (until their 10 s bound). Runs before the test
+// below, which starts every pool thread (gtest keeps the file's order).
+TEST(Io, KBlockingThreadsCallsRunAtOnce) {
+  auto rt = test_runtime(1, {.io = io_backend::off});
+  run_on(*rt, [] { blocking([] {}); });  // a pool thread, idle now
+  std::atomic<int> ready{0}, arrived{0}, all_met{0};
+  std::vector<thread_ref> tds;
+  for (int i = 0; i < kBlockingThreads; ++i) {
+    tds.push_back(*rt->spawn([&] {
+      // All on one worker: once the last is ready, the calls are made microseconds apart,
+      // faster than the idle pool thread wakes.
+      ready.fetch_add(1);
+      while (ready.load() < kBlockingThreads) yield();
+      const bool met = blocking([&] {
+        arrived.fetch_add(1);
+        const absl::Time deadline = absl::Now() + absl::Seconds(10);
+        while (arrived.load() < kBlockingThreads && absl::Now() < deadline) {
+          absl::SleepFor(absl::Microseconds(100));
+        }
+        return arrived.load() == kBlockingThreads;
+      });
+      all_met.fetch_add(met);
+    }, {.name = "rendezvous"}));
+  }
+  for (auto& td : tds) td.join();
+  EXPECT_EQ(all_met.load(), kBlockingThreads);
 }
 
 TEST(Io, ManyBlockingCallsFromEveryWorkerAllComplete) {
@@ -693,6 +754,40 @@ TEST(Io, BlockingThatFinishesDuringShutdownIsNotAbandoned) {
   absl::Status st = rt->shutdown(absl::Seconds(5));
   EXPECT_TRUE(st.ok()) << st;
   EXPECT_EQ(got.load(), 7);
+}
+
+// Regression (review): a blocking call still running when the grace period ends had its
+// caller's stack unmapped by shutdown, and the pool thread then wrote fn's result into it
+// (SIGSEGV). The stacks are now left mapped, and the status says why.
+TEST(Io, ABlockingCallThatOutlivesShutdownKeepsTheStacksMapped) {
+  static std::atomic<bool> fn_returned{false};
+  {
+    auto rt = test_runtime(1, {.io = io_backend::off});
+    std::atomic<bool> started{false};
+    auto td = rt->spawn([&] {
+      started = true;
+      char result[256] = {};  // fn's result is written into this stack after shutdown
+      auto value = blocking([] {
+        absl::SleepFor(absl::Milliseconds(300));
+        std::array<char, 256> r;
+        r.fill('x');
+        fn_returned = true;
+        return r;
+      });
+      std::memcpy(result, value.data(), sizeof result);
+    }, {.name = "outlives-shutdown"});
+    ASSERT_TRUE(td.ok());
+    while (!started.load()) absl::SleepFor(absl::Milliseconds(1));
+    absl::Status st = rt->shutdown(absl::Milliseconds(50));
+    EXPECT_FALSE(fn_returned.load()) << "the host was too slow to test this";
+    EXPECT_TRUE(absl::StrContains(st.message(), "'outlives-shutdown'")) << st;
+    EXPECT_TRUE(absl::StrContains(st.message(), "1 io::blocking call(s) had not returned"))
+        << st;
+  }
+  // The pool thread writes the result and the done flag once fn returns: wait for that
+  // (a write into an unmapped stack would kill the test here).
+  while (!fn_returned.load()) absl::SleepFor(absl::Milliseconds(1));
+  absl::SleepFor(absl::Milliseconds(100));
 }
 
 // An operation the kernel cannot cancel (simulated: a read stuck in a hung file system) may

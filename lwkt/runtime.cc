@@ -732,19 +732,26 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
     rs->in_transit.clear();
   }
   // An I/O operation that outlived its cancellation may still be written by the kernel
-  // into an abandoned thread's stack: those stacks are then left mapped (leaked).
+  // into an abandoned thread's stack, and an io::blocking call's pool thread still writes
+  // its result into its caller's: those stacks are then left mapped (leaked). (The blocking
+  // count is process-wide, so a call of another runtime counts too: only more is leaked.)
   const std::uint32_t io_left = rs->io_unfinished.load(std::memory_order_relaxed);
+  const std::uint32_t blocking_left =
+      abandoned.empty() ? 0 : internal::blocking_outstanding().load(std::memory_order_acquire);
+  const bool keep_stacks = io_left != 0 || blocking_left != 0;
   for (thread* td : abandoned) internal::abandon_thread(td, false);
-  for (thread* td : abandoned) internal::abandon_thread(td, true, /*unmap=*/io_left == 0);
+  for (thread* td : abandoned) internal::abandon_thread(td, true, /*unmap=*/!keep_stacks);
 
   if (!abandoned.empty()) {
     rs->shutdown_status = absl::FailedPreconditionError(absl::StrFormat(
         "lwkt shutdown: %u thread(s) still alive after %s were abandoned: %s%s",
         abandoned.size(), absl::FormatDuration(grace), absl::StrJoin(names, ", "),
-        io_left ? absl::StrFormat("; %u I/O operation(s) did not finish after their "
-                                  "cancellation, so the abandoned threads' stacks are left "
-                                  "mapped (leaked)", io_left)
-                : std::string()));
+        keep_stacks
+            ? absl::StrFormat("; %u I/O operation(s) did not finish after their cancellation "
+                              "and %u io::blocking call(s) had not returned, so the abandoned "
+                              "threads' stacks are left mapped (leaked)",
+                              io_left, blocking_left)
+            : std::string()));
     std::fprintf(stderr, "%s\n", std::string(rs->shutdown_status.message()).c_str());
   }
   rs->shut_down = true;

@@ -21,6 +21,11 @@ const io_provider* installed_io_provider() {
   return g_provider.load(std::memory_order_acquire);
 }
 
+std::atomic<std::uint32_t>& blocking_outstanding() {
+  static std::atomic<std::uint32_t> n{0};
+  return n;
+}
+
 worker_io* my_worker_io() {
   globaldata* gd = mycpu();
   if (gd == nullptr || gd->gd_runtime->io == nullptr) return nullptr;

@@ -16,6 +16,7 @@
 
 #include <time.h>
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -82,6 +83,13 @@ int enable_kick_fd();
 // Every worker's I/O slot of the caller's runtime (empty when the caller is not a worker).
 // Another worker's slot may be read only through what its provider made atomic.
 std::vector<worker_io*> runtime_worker_ios();
+
+// io::blocking requests (of any runtime) whose pool OS thread has not yet made its last
+// write into the caller's stack (fn's result and the done flag). Shutdown leaves the stacks
+// of the threads it abandons mapped while this is non-zero, as for I/O that outlived its
+// cancellation. The caller increments before it submits (so a worker's join orders it
+// before shutdown's read); the pool thread decrements with release after its last write.
+std::atomic<std::uint32_t>& blocking_outstanding();
 
 // Makes td runnable if it sleeps (tsleep) on `ident`, on the calling worker, which must own
 // it. For completion handlers: O(1), no hash scan. Owner only, inside a critical section.
