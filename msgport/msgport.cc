@@ -61,19 +61,28 @@ bool msgq_remove(msgq* q, lwkt_msg* m) {
   return false;
 }
 
-void complete(lwkt_msg* msg, std::uint32_t bits) {
+done_wake mark_done(lwkt_msg* msg, std::uint32_t bits) {
   const std::uint32_t old = msg->ms_flags.fetch_or(bits, std::memory_order_acq_rel);
-  if (old & MSGF_WAITING_OS) {
-    // The waiter is blocked on its record until we release it (see msg_os_waiter).
-    msg_os_waiter* w = msg->ms_waiter;
-    std::lock_guard<std::mutex> l(w->mu);
-    w->done = true;
-    w->cv.notify_one();  // under the lock: the record outlives this call
+  done_wake w;
+  // The waiter is blocked on its record until we release it (see msg_os_waiter), so msg is
+  // still alive for this read.
+  if (old & MSGF_WAITING_OS) w.os = msg->ms_waiter;
+  if (old & MSGF_WAITING) w.chan = msg;
+  return w;
+}
+
+void wake_done(const done_wake& w) {
+  if (w.os) {
+    std::lock_guard<std::mutex> l(w.os->mu);
+    w.os->done = true;
+    w.os->cv.notify_one();  // under the lock: the record outlives this call
   }
   // The address only: a waiter that saw DONE by itself may have freed msg already, and a
   // stray wakeup of a later message at the same address is a spurious one (waiters loop).
-  if (old & MSGF_WAITING) wakeup(msg);
+  if (w.chan) wakeup(w.chan);
 }
+
+void complete(lwkt_msg* msg, std::uint32_t bits) { wake_done(mark_done(msg, bits)); }
 
 void wait_done(lwkt_msg* msg, int flags) {
   if (msg->ms_flags.load(std::memory_order_acquire) & MSGF_DONE) return;

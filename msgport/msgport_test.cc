@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "ipiq/ring.h"
+#include "lwkt/ipi.h"
 #include "lwkt/runtime.h"
 #include "lwkt/sched.h"
 #include "lwkt/sleep.h"
@@ -474,6 +476,90 @@ TEST(SpinPort, AsyncRepliesAndDrop) {
   EXPECT_EQ(lwkt_dropmsg(&a.m), ENOENT);
   lwkt_replymsg(m, 0);
   EXPECT_EQ(lwkt_getport(&replies), &a.m);
+}
+
+// Regression (review): a put wakes one lwkt waiter of a spin port; one that was woken and
+// interrupted together returned null from its PCATCH waitport and the message stayed
+// queued while the next waiter slept on. All on worker 1, so the order is fixed: w1 (the
+// oldest sleeper, chosen by wakeup_one) is woken by the put and interrupted at once.
+TEST(SpinPort, AnInterruptedWaiterPassesItsWakeupOn) {
+  auto rt = test_runtime(2);
+  spin_port port;
+  std::atomic<lwkt_msg*> got1{nullptr}, got2{nullptr};
+  std::atomic<bool> w1_back{false};
+  thread_ref w1 = *rt->spawn([&] {
+    got1 = lwkt_waitport(&port, PCATCH);
+    w1_back = true;
+  }, {.name = "waitport-1", .worker = 1});
+  testing::run_on(*rt, [&] {
+    testing::wait_until_asleep(*rt, "waitport-1");
+  }, 1);
+  thread_ref w2 = *rt->spawn([&] { got2 = lwkt_waitport(&port, PCATCH); },
+                             {.name = "waitport-2", .worker = 1});
+  lwkt_msg m;
+  lwkt_initmsg(&m, &port, 0);
+  testing::run_on(*rt, [&] {
+    testing::wait_until_asleep(*rt, "waitport-2");
+    crit_enter();
+    lwkt_sendmsg(&port, &m);  // wakes w1, the oldest sleeper
+    interrupt(w1.get());
+    crit_exit();
+    while (!w1_back.load()) lwkt_pause(absl::Milliseconds(1));
+    for (int i = 0; i < 5000 && !got1.load() && !got2.load(); ++i) {
+      lwkt_pause(absl::Milliseconds(1));
+    }
+    if (!got2.load()) {  // stranded: take it back and end w2's wait, to fail cleanly
+      EXPECT_EQ(lwkt_getport(&port), &m);
+      interrupt(w2.get());
+    }
+  }, 1);
+  EXPECT_EQ(got1.load(), nullptr);  // interrupted: null, as the header says
+  EXPECT_EQ(got2.load(), &m) << "the message was stranded on the port";
+  w1.join();
+  w2.join();
+}
+
+// Regression (review): a spin port's reply woke the message's waiter while holding the port's
+// lock. The wakeup's IPI waits for room when the ring to the waiter's worker is over half
+// full, and that worker's running thread was spinning on the same lock inside a critical
+// section, so it never drained the ring: both hung. Here worker 1's thread polls the reply
+// port in a critical section while worker 0 fills the ring to worker 1, then replies.
+TEST(SpinPort, AReplyWakesItsWaiterOnlyAfterUnlocking) {
+  auto rt = test_runtime(2);
+  spin_port target, replies;
+  lwkt_msg m;
+  lwkt_initmsg(&m, &replies, 0);
+  std::atomic<int> waited{-1};
+  thread_ref waiter = *rt->spawn([&] {
+    lwkt_sendmsg(&target, &m);
+    waited = lwkt_waitmsg(&m, 0);  // sleeps on m: the reply's wakeup goes to worker 1
+  }, {.name = "reply-waiter", .worker = 1});
+  std::atomic<bool> polling{false};
+  std::atomic<lwkt_msg*> polled{nullptr};
+  testing::run_on(*rt, [&] {
+    testing::wait_until_asleep(*rt, "reply-waiter");
+    lwkt_msg* got = lwkt_getport(&target);
+    ASSERT_EQ(got, &m);
+    thread_ref poller = *rt->spawn([&] {
+      crit_enter();  // worker 1 runs no message until the reply is taken
+      polling = true;
+      lwkt_msg* r;
+      while (!(r = lwkt_getport(&replies))) {
+      }
+      polled = r;
+      crit_exit();
+    }, {.name = "reply-poller", .worker = 1});
+    while (!polling.load()) yield();
+    // Fill the ring to worker 1 up to where the next send waits for room.
+    for (std::uint32_t i = 0; i <= ipiq::ring::kCapacity / 2; ++i) {
+      send_ipiq3(1, [](void*, int, globaldata*) {}, nullptr, 0);
+    }
+    lwkt_replymsg(got, 3);
+    poller.join();
+  });
+  waiter.join();
+  EXPECT_EQ(polled.load(), &m);
+  EXPECT_EQ(waited.load(), 3);
 }
 
 // After shutdown has begun, a send from outside the runtime to a thread port completes in

@@ -62,18 +62,24 @@ struct spin_port::internals {
     bool _lwkt;
   };
 
-  // Queues m (already flagged by the caller) and wakes the port's waiters, after unlocking.
+  // Queues m (flagged by `flag` under the lock) and wakes the port's waiters and, for a
+  // reply, the message's own waiter: all after unlocking. A wakeup may wait for room in an
+  // IPI ring; a worker spinning on this lock (inside a critical section) drains none, so a
+  // wakeup under the lock could deadlock with it (regression: SpinPort.RepliesWakeOutside
+  // TheLock).
   template <typename Flag>
   static void put(spin_port* p, lwkt_msg* m, Flag flag) {
     bool wake_lwkt, wake_os;
+    msgport_internal::done_wake done;
     {
       locked l(p);
       msgq_push(&p->mp_q, m);
-      flag(m);  // under the lock: a consumer that pops m sees its flags complete
+      done = flag(m);  // under the lock: a consumer that pops m sees its flags complete
       wake_lwkt = p->mp_lwkt_waiters > 0;
       wake_os = p->mp_os_waiters > 0;
       if (wake_os) p->mp_gen.fetch_add(1, std::memory_order_relaxed);
     }
+    msgport_internal::wake_done(done);
     if (wake_lwkt) wakeup_one(p);
     if (wake_os) p->mp_gen.notify_all();
   }
@@ -88,14 +94,16 @@ spin_port::~spin_port() {
 }
 
 int spin_port::putport(lwkt_msg* msg) {
-  internals::put(this, msg,
-                 [](lwkt_msg* m) { m->ms_flags.fetch_or(MSGF_QUEUED, std::memory_order_relaxed); });
+  internals::put(this, msg, [](lwkt_msg* m) {
+    m->ms_flags.fetch_or(MSGF_QUEUED, std::memory_order_relaxed);
+    return msgport_internal::done_wake{};
+  });
   return EASYNC;
 }
 
 void spin_port::replyport(lwkt_msg* msg) {
   internals::put(this, msg,
-                 [](lwkt_msg* m) { msgport_internal::complete(m, MSGF_QUEUED | MSGF_DONE); });
+                 [](lwkt_msg* m) { return msgport_internal::mark_done(m, MSGF_QUEUED | MSGF_DONE); });
 }
 
 lwkt_msg* spin_port::getport() {
@@ -124,11 +132,18 @@ lwkt_msg* spin_port::waitport(int flags) {
     } else {
       mp_gen.wait(gen, std::memory_order_relaxed);
     }
+    const bool interrupted = (flags & PCATCH) && (e == EINTR || e == ERESTART);
+    bool pass_on = false;
     {
       internals::locked l(this);
       --(lwkt ? mp_lwkt_waiters : mp_os_waiters);
+      // A put's wakeup_one may have chosen us just as we were interrupted: leaving with a
+      // message queued and waiters asleep would strand it. Pass the wakeup on (regression:
+      // SpinPort.AnInterruptedWaiterPassesItsWakeupOn).
+      pass_on = interrupted && !msgport_internal::msgq_empty(&mp_q) && mp_lwkt_waiters > 0;
     }
-    if ((flags & PCATCH) && (e == EINTR || e == ERESTART)) return nullptr;
+    if (pass_on) wakeup_one(this);
+    if (interrupted) return nullptr;
   }
 }
 

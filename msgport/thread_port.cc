@@ -117,14 +117,20 @@ struct thread_port::internals {
       scope.call(owner, on_arrival, m, 0);
       return;
     }
-    // seq_cst push, then the owner's schedule and the channel's wakeup (see the top).
+    // seq_cst push, then the owner's schedule and the channel's wakeup (see the top). Once
+    // m is on the stash the owner may take it, reply, destroy the port and exit before this
+    // sender goes on: read the owner and hold it first, and after the push use only the
+    // held thread (a wakeup that tolerates its exit) and the port's address.
+    thread* td = p->mp_td;
+    hold(td);
     lwkt_msg* head = p->mp_stash.load(std::memory_order_relaxed);
     do {
       m->ms_next = head;
     } while (!p->mp_stash.compare_exchange_weak(head, m, std::memory_order_seq_cst,
                                                 std::memory_order_relaxed));
-    schedule(p->mp_td);
+    internal::wakeup_thread(td);
     wakeup(p);
+    rele(td);
   }
 
   // The handler: m, sent to a thread port, reached worker gd.

@@ -36,6 +36,16 @@ inline bool msgq_empty(const msgq* q) { return !q->prio_head && !q->head; }
 // acq_rel: the originator's acquire of DONE sees ms_error and the results (release); the
 // RMW reads the waiter's MSGF_WAITING* RMW, so a waiter either saw DONE or is woken.
 void complete(lwkt_msg* msg, std::uint32_t bits);
+// complete() in two steps, for a caller that sets the flags under a lock and must wake only
+// after releasing it (a wakeup may wait for room in an IPI ring, which a worker spinning on
+// that lock would never drain): mark_done is the RMW, and reads what it must wake while msg
+// is alive; wake_done wakes from that alone (msg may be gone by then).
+struct done_wake {
+  msg_os_waiter* os = nullptr;     // an OS thread blocked on its record (MSGF_WAITING_OS)
+  const void* chan = nullptr;      // the tsleep channel of an lwkt waiter (MSGF_WAITING)
+};
+done_wake mark_done(lwkt_msg* msg, std::uint32_t bits);
+void wake_done(const done_wake& w);
 // Waits until msg is DONE, on the message itself (a domsg, or a spin port's reply):
 // tsleep on an lwkt thread, the kernel elsewhere. flags: PCATCH as for lwkt_waitmsg.
 void wait_done(lwkt_msg* msg, int flags);
