@@ -105,7 +105,10 @@ void expect_guard_of(std::size_t requested, std::size_t expected) {
   });
   EXPECT_EQ(lo - map, expected) << "guard_size " << requested;
   // The kernel's view: a ---p mapping covers [map, lo) (it may have merged with a PROT_NONE
-  // neighbour below, so it only has to contain it).
+  // neighbour below, so it only has to contain it). Not under qemu-user: its /proc/self/maps
+  // is of its own making and once (CI, aarch64) listed no ---p line over a guard that the
+  // death tests above show faulting; those cover the guard there.
+  if (testing::under_qemu()) return;
   FILE* f = std::fopen("/proc/self/maps", "r");
   ASSERT_NE(f, nullptr);
   bool found = false;
