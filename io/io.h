@@ -28,7 +28,7 @@
 //     before its operation has completed (a cancelled one too), so its buffers may live on
 //     the caller's stack and a thread never exits with an operation in flight.
 //   - No I/O layer (Runtime::Options::io = off, or //io not linked): every call returns
-//     ENOSYS.
+//     ENOSYS, except sleep_for and blocking, which need no ring and work all the same.
 //   - Runtime::shutdown() cancels every operation in flight and refuses later ones: those
 //     calls return ECANCELED (close still closes), so a thread blocked in I/O can close its
 //     descriptors and exit within the grace period. sleep_for and blocking are not
@@ -39,8 +39,12 @@
 //   - The epoll backend makes a descriptor it has to wait on O_NONBLOCK, on the open file
 //     description, and leaves it so (as Go's poller does): other users of that descriptor
 //     then see EAGAIN where they blocked before. The io_uring backend changes no flag.
-//   - Kernel: the io_uring backend needs Linux 5.19 for listener and pooled_receiver
-//     (multishot accept and recv, provided-buffer rings) and for shutdown's cancel-all;
+//     Regular files never report EAGAIN, so on the epoll backend read, write, readv,
+//     writev and close of a regular file run on the worker itself (a slow disk stalls the
+//     worker for that call; use blocking for such files, or the io_uring backend).
+//   - Kernel: the io_uring backend needs Linux 5.19 for listener (multishot accept), for
+//     provided-buffer rings and for shutdown's cancel-all, and Linux 6.0 for
+//     pooled_receiver (multishot recv);
 //     ring-to-ring kicks are used only where the kernel has IORING_OP_MSG_RING.
 //
 // Deadlines: every call but close takes an absolute `deadline` (absl::InfiniteFuture():

@@ -177,21 +177,20 @@ TEST(ThreadPort, OwnerGivenAwayWhileBlockedGetsEveryMessageInOrder) {
   std::atomic<thread*> owner_td{nullptr};
   std::atomic<int> phase{0};
   std::atomic<int> on_worker{-1};
-  thread_ref owner = spawn_on(*rt, 0, [&] {
+  thread_ref owner = *rt->spawn([&] {
     thread_port p;
     owner_td.store(curthread());
     port.store(&p);
     serve(&p, 2 * k, 1);
     on_worker.store(mycpuid());
-  });
+  }, {.name = "given-owner", .worker = 0});
   auto wait_phase = [&](int v) {
     while (phase.load() < v) lwkt_pause(absl::Microseconds(50));
   };
   thread_ref giver = spawn_on(*rt, 0, [&] {
     thread* td = await(owner_td);
     await(port);
-    // Same worker: the owner is not running now; give it a moment to block in waitport.
-    for (int i = 0; i < 20; ++i) yield();
+    testing::wait_until_asleep(*rt, "given-owner");  // blocked in waitport for certain
     giveaway(td);
     phase.store(1);
   });
@@ -234,18 +233,18 @@ TEST(ThreadPort, OwnerGivenAwayAndAcquiredWhileBlockedWakesOnTheNextMessage) {
   std::atomic<thread*> owner_td{nullptr};
   std::atomic<int> phase{0};
   std::atomic<int> got{-1};
-  thread_ref owner = spawn_on(*rt, 0, [&] {
+  thread_ref owner = *rt->spawn([&] {
     thread_port p;
     owner_td.store(curthread());
     port.store(&p);
     lwkt_msg* m = lwkt_waitport(&p, 0);
     got.store(as_req(m)->n);
     lwkt_replymsg(m, 0);
-  });
+  }, {.name = "given-owner", .worker = 0});
   thread_ref giver = spawn_on(*rt, 0, [&] {
     thread* td = await(owner_td);
     await(port);
-    for (int i = 0; i < 20; ++i) yield();  // same worker: the owner is blocked in waitport
+    testing::wait_until_asleep(*rt, "given-owner");  // blocked in waitport for certain
     giveaway(td);
     phase.store(1);
   });
