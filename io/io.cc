@@ -283,21 +283,17 @@ result write(int fd, const void* buf, std::size_t len, off_t offset, absl::Time 
 }
 
 result close(int fd) {
-  internal::io_caller("io::close");
-  // The descriptor is gone when close returns, whatever the result: once shutdown began
-  // (other calls return ECANCELED then), it is closed directly.
-  if (lwkt::internal::worker_io* wio = lwkt::internal::my_worker_io(); wio && wio->closing) {
-    return result::from_res(neg_errno(::close(fd)));
-  }
+  // The descriptor is gone when close returns, whatever the result.
   result r = run("io::close", "close", absl::InfiniteFuture(), false,
                  [&](io_uring_sqe* sqe) { io_uring_prep_close(sqe, fd); },
                  [&](epoll_worker* w) {
                    internal::forget_fd(w, fd);  // its registration must not outlive the number
                    return neg_errno(::close(fd));
                  });
-  // Cancelled before it ran: shutdown began meanwhile (the check above lost the race with
-  // the worker's first operation creating its ring, or the close waited in io-wq for a file
-  // with a flush method). The descriptor is still open: close it here.
+  // Refused or cancelled before it ran because shutdown began (run refuses every call once
+  // it has, possibly only after creating the worker's ring; a close waiting in io-wq for a
+  // file with a flush method is cancelled there): the descriptor is still open, close it
+  // here.
   if (r.error() == ECANCELED) return result::from_res(neg_errno(::close(fd)));
   return r;
 }

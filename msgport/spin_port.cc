@@ -65,8 +65,8 @@ struct spin_port::internals {
   // Queues m (flagged by `flag` under the lock) and wakes the port's waiters and, for a
   // reply, the message's own waiter: all after unlocking. A wakeup may wait for room in an
   // IPI ring; a worker spinning on this lock (inside a critical section) drains none, so a
-  // wakeup under the lock could deadlock with it (regression: SpinPort.RepliesWakeOutside
-  // TheLock).
+  // wakeup under the lock could deadlock with it (regression:
+  // SpinPort.AReplyWakesItsWaiterOnlyAfterUnlocking).
   template <typename Flag>
   static void put(spin_port* p, lwkt_msg* m, Flag flag) {
     bool wake_lwkt, wake_os;
