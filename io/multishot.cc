@@ -271,15 +271,21 @@ result pooled_receiver::recv(const char** data, absl::Time deadline) {
     if (s->eof) return result::from_res(0);
     if (int e = s->take_error()) return result::from_res(-e);
     if (!s->armed) {
-      if (lwkt::internal::my_worker_io()->closing) return result::from_res(-ECANCELED);
-      if (s->nobufs) {  // wait for a buffer to come back before re-arming
+      lwkt::internal::worker_io* wio = lwkt::internal::my_worker_io();
+      if (s->nobufs && !wio->closing) {  // wait for a buffer to come back before re-arming
+        // Not an armed operation, so shutdown's cancel-all cannot end this wait: it wakes
+        // the pool's waiters instead (uring_cancel_all), and `closing` ends the wait.
         ++bp->waiters;
-        const int e = internal::wait_until(bp, nullptr, deadline, true, "pool",
-                                           [bp] { return bp->free_count > 0; });
+        const int e = internal::wait_until(bp, nullptr, deadline, true, "pool", [bp, wio] {
+          return bp->free_count > 0 || wio->closing;
+        });
         --bp->waiters;
         if (e) return result::from_res(-e);
-        s->nobufs = false;
+        if (!wio->closing) s->nobufs = false;
       }
+      // Checked after the wait and before arming, with no switch in between: a recv armed
+      // after cancel-all ran would never be cancelled.
+      if (wio->closing) return result::from_res(-ECANCELED);
       crit_enter();
       io_uring_sqe* sqe = internal::get_sqe(w);
       io_uring_prep_recv_multishot(sqe, s->fd, nullptr, 0, 0);

@@ -215,6 +215,63 @@ TEST(PooledReceiver, DeadlineAndInterrupt) {
   ::close(sv[0]);
 }
 
+// Regression (review): a receiver whose multishot recv ended with ENOBUFS waits for a pool
+// buffer outside any armed operation, so shutdown's cancel-all did not reach it: it slept
+// until another receiver gave a buffer back, then re-armed a recv that nothing cancelled
+// any more, and shutdown abandoned it. It must return ECANCELED as soon as shutdown begins,
+// while the only buffer is still held by a receiver that is not doing I/O.
+TEST(PooledReceiver, AWaitForAPoolBufferEndsAtShutdown) {
+  if (test_backend() != io_backend::io_uring) GTEST_SKIP() << "the epoll backend has no pool";
+  testing::set_pool(1, 256);
+  RUNTIME_OR_SKIP(rt, 1);
+  int a[2], b[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
+  ASSERT_EQ(::send(a[1], "held", 4, 0), 4);
+  ASSERT_EQ(::send(b[1], "starved", 7, 0), 7);
+  std::atomic<bool> a_holds{false}, b_done{false}, a_saw_b_done{false};
+  std::atomic<int> b_error{0};
+  auto holder = rt->spawn([&] {
+    pooled_receiver rx(a[0]);
+    const char* p = nullptr;
+    ASSERT_EQ(rx.recv(&p).value(), 4);  // holds the pool's only buffer from here on
+    a_holds = true;
+    // Sleeps (no I/O, so shutdown has nothing of ours to cancel) until the starved receiver
+    // has returned, or 3 s: without the fix it returns only after this buffer comes back.
+    const absl::Time give_up = absl::Now() + absl::Seconds(3);
+    while (!b_done.load() && absl::Now() < give_up) {
+      (void)tsleep(&b_done, 0, "holding", absl::Milliseconds(20));
+    }
+    a_saw_b_done = b_done.load();
+  }, {.name = "holder"});
+  ASSERT_TRUE(holder.ok());
+  while (!a_holds.load()) absl::SleepFor(absl::Milliseconds(1));
+  auto starved = rt->spawn([&] {
+    pooled_receiver rx(b[0]);
+    const char* p = nullptr;
+    result r = rx.recv(&p);
+    b_error = r.ok() ? -1 : r.error();
+    b_done = true;
+    wakeup(&b_done);
+  }, {.name = "starved"});
+  ASSERT_TRUE(starved.ok());
+  // Until the starved receiver sleeps for a buffer (its recv ended with ENOBUFS).
+  for (bool waiting = false; !waiting; absl::SleepFor(absl::Milliseconds(1))) {
+    auto snap = rt->snapshot();
+    ASSERT_TRUE(snap.ok()) << snap.status();
+    for (const auto& w : snap->workers) {
+      for (const auto& t : w.threads) waiting |= t.name == "starved" && t.wmesg == "pool";
+    }
+  }
+  absl::Status st = rt->shutdown(absl::Seconds(5));
+  EXPECT_TRUE(st.ok()) << st;
+  EXPECT_EQ(b_error.load(), ECANCELED);
+  EXPECT_TRUE(a_saw_b_done.load()) << "the starved receiver returned only once the buffer "
+                                      "came back";
+  testing::set_pool(0, 0);
+  for (int fd : {a[0], a[1], b[0], b[1]}) ::close(fd);
+}
+
 using MultishotDeathTest = ::testing::Test;
 
 TEST(MultishotDeathTest, OwnershipRulesAbortNamingTheCall) {

@@ -341,6 +341,9 @@ void uring_cancel_all(worker_io* wio) {
   io_uring_sqe_set_data64(sqe, kIgnoreTag);
   w->cancels.add();
   submit_now(w);
+  // Receivers waiting for a pool buffer have nothing armed to cancel: wake them, and they
+  // see `closing` (io::pooled_receiver::recv).
+  if (w->pool != nullptr && w->pool->waiters) wakeup_mycpu(w->pool);
 }
 
 int probe_uring(unsigned* flags, unsigned* features) {
