@@ -105,9 +105,9 @@ void blocking_call(void (*run)(void*), void* arg) {
       wakeup_mycpu(&r);  // leave the sleep queue we just joined
       break;
     }
-    // Bounded: the pool thread's wakeup comes from outside the runtime and is refused once
-    // shutdown began (sleep.h), so the caller also looks for `done` every 10 ms.
-    tsleep(&r, PINTERLOCKED, "blocking", absl::Milliseconds(10));
+    // The pool thread's wakeup comes from outside the runtime: accepted through shutdown's
+    // grace period (sleep.h), and after it this thread is abandoned anyway.
+    tsleep(&r, PINTERLOCKED, "blocking");
   }
 }
 

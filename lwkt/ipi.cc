@@ -290,12 +290,12 @@ std::uint32_t send_ipi(globaldata* target, ipiq::ipifunc func, void* arg1, std::
 
 globaldata* worker_gd(int cpu) { return worker(cpu); }
 
-remote_call_scope::remote_call_scope(runtime_state* rs) : _rs(rs) {
+remote_call_scope::remote_call_scope(runtime_state* rs, api_class c) : _rs(rs), _class(c) {
   globaldata* me = mycpu();
-  _ok = (me && me->gd_runtime == rs) || api_enter(rs, &_counted);
+  _ok = (me && me->gd_runtime == rs) || api_enter(rs, &_counted, c);
 }
 
-remote_call_scope::~remote_call_scope() { api_leave(_rs, _counted); }
+remote_call_scope::~remote_call_scope() { api_leave(_rs, _counted, _class); }
 
 void remote_call_scope::call(globaldata* gd, ipifunc3 func, void* arg1, int arg2) {
   LWKT_ASSERT(_ok && gd->gd_runtime == _rs, nullptr,

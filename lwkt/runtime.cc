@@ -242,7 +242,7 @@ asm(".pushsection \".debug_gdb_scripts\", \"MS\", %progbits, 1\n"
 std::vector<runtime_state*>* g_debug_runtimes = nullptr;
 
 void wakeup_from_outside(runtime_state* rs, const void* ident, int flags) {
-  api_guard g(rs);
+  api_guard g(rs, api_class::kExistingWork);  // through the grace period: sleepers may finish
   if (!g.ok()) return;
   // Every worker gets the request: a non-worker cannot read the slot masks' meaning cheaply
   // and wakeups from outside are rare. Each message scans one hash slot.
@@ -537,9 +537,13 @@ struct collect_result {
 };
 collect_result collect(const runtime_state* rs) {
   collect_result r;
-  // An entry point still in progress (it passed its api_guard before `stopping`) may post a
+  // An entry point still in progress (it passed its api_guard before `stopping`, or before
+  // `sealed` for a kExistingWork call) may post a
   // message yet: not quiet until it has returned.
-  if (rs->api_calls.load(std::memory_order_seq_cst) > 0) r.quiet = false;
+  if (rs->api_calls.load(std::memory_order_seq_cst) > 0 ||
+      rs->late_calls.load(std::memory_order_seq_cst) > 0) {
+    r.quiet = false;
+  }
   const std::size_t n = rs->gds.size();
   for (std::size_t t = 0; t < n; ++t) {
     const globaldata* gd = rs->gds[t];
@@ -615,6 +619,10 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
   while (internal::live_threads(rs) > 0 && absl::Now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
+  // The grace period is over: wakeups, interrupts and replies from outside, accepted until
+  // now so that threads waiting for them could finish, are refused from here on; those in
+  // progress are waited for by phase 2 (collect() counts them).
+  rs->sealed.store(true, std::memory_order_seq_cst);
   for (globaldata* gd : rs->gds) {
     gd->gd_reqflags.fetch_or(RQF_STOP, std::memory_order_seq_cst);
     gd->gd_stop.store(true, std::memory_order_seq_cst);

@@ -240,7 +240,8 @@ class Runtime {
 
   // Wakes the tsleep sleepers on `ident` (lwkt::wakeup) / at least one of them
   // (lwkt::wakeup_one), from any OS thread: from outside the runtime each worker gets a
-  // message. A no-op once shutdown has begun. Runs on: any OS thread.
+  // message. They keep working through shutdown's grace period (so that a thread waiting
+  // for them can finish) and are no-ops once it has ended. Runs on: any OS thread.
   void wakeup(const void* ident);
   void wakeup_one(const void* ident);
 

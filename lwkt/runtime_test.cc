@@ -6,11 +6,14 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "lwkt/internal/topology.h"
 #include "lwkt/sched.h"
+#include "lwkt/sleep.h"
 #include "lwkt/testing.h"
 
 namespace lwkt {
@@ -189,6 +192,65 @@ TEST(Runtime, CleanShutdownWaitsForRunningThreads) {
   }
   EXPECT_TRUE(rt->shutdown().ok());
   EXPECT_EQ(done.load(), 8);
+}
+
+// Polls snapshot() until every named thread is in `state`.
+void wait_for_states(Runtime& rt, const std::vector<std::pair<std::string, std::string>>& want) {
+  for (;;) {
+    auto snap = rt.snapshot();
+    ASSERT_TRUE(snap.ok()) << snap.status();
+    std::size_t found = 0;
+    for (const auto& w : snap->workers) {
+      for (const auto& t : w.threads) {
+        for (const auto& [name, state] : want) found += t.name == name && t.state == state;
+      }
+    }
+    if (found == want.size()) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+// Regression (review): wakeup, interrupt and schedule from an OS thread outside the runtime
+// were no-ops as soon as shutdown began, so threads waiting for them, which the grace period
+// exists to let finish, were abandoned. They are accepted until the grace period ends.
+TEST(Runtime, OutsideWakeupsInterruptsAndSchedulesWorkDuringTheGracePeriod) {
+  auto rt = test_runtime(2);
+  static char chan;
+  std::atomic<bool> woken{false}, scheduled{false};
+  std::atomic<int> finished{0}, intr_error{0};
+  auto sleeper = rt->spawn([&] {
+    while (!woken.load()) (void)tsleep(&chan, 0, "outside");  // no timeout, no PCATCH
+    finished.fetch_add(1);
+  }, {.name = "sleeper", .worker = 0});
+  auto catcher = rt->spawn([&] {
+    char mine;
+    int e;
+    while ((e = tsleep(&mine, PCATCH, "intr")) == 0) {}  // only an interrupt ends it
+    intr_error = e;
+    finished.fetch_add(1);
+  }, {.name = "catcher", .worker = 1});
+  auto blocked = rt->spawn([&] {
+    testing::block_until(scheduled);
+    finished.fetch_add(1);
+  }, {.name = "blocked", .worker = 1});
+  ASSERT_TRUE(sleeper.ok() && catcher.ok() && blocked.ok());
+  wait_for_states(*rt, {{"sleeper", "sleep"}, {"catcher", "sleep"}, {"blocked", "blocked"}});
+  absl::Status st;
+  std::thread stopper([&] { st = rt->shutdown(absl::Seconds(5)); });
+  // Until shutdown has begun (new work is refused from then on).
+  while (rt->snapshot().ok()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  woken = true;
+  wakeup(&chan);
+  interrupt(catcher->get());
+  scheduled = true;
+  schedule(blocked->get());
+  stopper.join();
+  EXPECT_TRUE(st.ok()) << st;
+  EXPECT_EQ(finished.load(), 3);
+  EXPECT_EQ(intr_error.load(), EINTR);
+  // After the grace period these are no-ops, not crashes.
+  wakeup(&chan);
+  rt->wakeup(&chan);
 }
 
 }  // namespace

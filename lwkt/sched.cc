@@ -254,9 +254,9 @@ void schedule_remote(thread* td) {
     send_ipi(owner, ipi_schedule, td, 0, nullptr, false);
     return;
   }
-  // From outside the runtime: refused once shutdown has begun (a post after its quiescence
-  // check would never run); see api_guard.
-  api_guard g(owner->gd_runtime);
+  // From outside the runtime: accepted until shutdown's grace period ends (a post after its
+  // quiescence check would never run); see api_guard.
+  api_guard g(owner->gd_runtime, api_class::kExistingWork);
   if (!g.ok()) return;
   // acq_rel: exactly one sender of a burst posts the embedded message. One that coalesces
   // has bumped td_schedgen first, so a deschedule issued before it (and run after the
@@ -415,7 +415,8 @@ void deschedule(thread* td) {
   }
   globaldata* owner = td->td_gd;
   if (!owner) return;  // in transit after giveaway: not queued anywhere
-  internal::api_guard g(owner->gd_runtime);  // from outside: refused once shutdown began
+  // From outside: accepted until shutdown's grace period ends.
+  internal::api_guard g(owner->gd_runtime, internal::api_class::kExistingWork);
   if (!g.ok()) return;
   hold(td);  // released by the owner's handler
   // acquire: a schedule that happened before this call is included in the generation we

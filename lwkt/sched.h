@@ -49,6 +49,8 @@ class crit_section {
 // Makes td runnable. Local threads are queued at once; a thread owned by another worker is
 // queued by a message to its owner (asynchronous; the caller does not wait). Idempotent.
 // Requires: td not exited; the caller holds a reference to td or otherwise knows it is alive.
+// From outside the runtime, schedule and deschedule keep working through shutdown's grace
+// period and are no-ops once it has ended (as wakeup, lwkt/sleep.h).
 // Runs on: any OS thread; need not be in a critical section.
 void schedule(thread* td);
 // Removes td from its run queue; it keeps running until it switches if it is curthread.

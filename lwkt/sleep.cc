@@ -331,7 +331,8 @@ void interrupt(thread* td, bool restart) {
   }
   globaldata* owner = td->td_gd;
   if (!owner) return;  // in transit: on no sleep queue; the request waits in td_mpflags
-  internal::api_guard g(owner->gd_runtime);  // from outside: refused once shutdown began
+  // From outside: accepted until shutdown's grace period ends.
+  internal::api_guard g(owner->gd_runtime, internal::api_class::kExistingWork);
   if (!g.ok()) return;
   hold(td);
   internal::send_ipi(owner, internal::ipi_interrupt, td, 0, nullptr, false);

@@ -609,6 +609,39 @@ TEST(ThreadPort, SendFromOutsideAfterShutdownBeganIsCancelledInPlace) {
   EXPECT_TRUE(inside.exited());
 }
 
+// Regression (review): a reply from an OS thread outside the runtime was refused once
+// shutdown began: a domsg's in-place completion woke nobody, and a reply to a thread port
+// was cancelled in place (ECANCELED, its waiter not woken), so both originators, which the
+// grace period exists to let finish, were abandoned. Replies now keep working through it.
+TEST(Msgport, RepliesFromOutsideReachTheirOriginatorsDuringShutdown) {
+  auto rt = test_runtime(2);
+  spin_port work;  // served by an OS thread
+  std::atomic<int> domsg_error{-1}, waitmsg_error{-1};
+  thread_ref sync_sender = spawn_on(*rt, 0, [&] {
+    req r;
+    r.n = 1;
+    lwkt_initmsg(&r.m, nullptr, 0);
+    domsg_error = lwkt_domsg(&work, &r.m, 0);
+  });
+  thread_ref async_sender = spawn_on(*rt, 1, [&] {
+    thread_port replies;
+    req r;
+    r.n = 2;
+    lwkt_initmsg(&r.m, &replies, 0);
+    lwkt_sendmsg(&work, &r.m);
+    waitmsg_error = lwkt_waitmsg(&r.m, 0);
+  });
+  lwkt_msg* got[2] = {lwkt_waitport(&work, 0), lwkt_waitport(&work, 0)};
+  absl::Status st;
+  std::thread stopper([&] { st = rt->shutdown(absl::Seconds(5)); });
+  while (rt->snapshot().ok()) std::this_thread::yield();  // until shutdown has begun
+  for (lwkt_msg* m : got) lwkt_replymsg(m, as_req(m)->n == 1 ? 7 : 8);
+  stopper.join();
+  EXPECT_TRUE(st.ok()) << st;
+  EXPECT_EQ(domsg_error.load(), 7);
+  EXPECT_EQ(waitmsg_error.load(), 8);
+}
+
 TEST(MsgportDeathTest, MisuseAbortsNamingTheCall) {
   lwkt::testing::use_safe_death_test_style();
   EXPECT_DEATH(

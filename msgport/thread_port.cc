@@ -144,9 +144,12 @@ struct thread_port::internals {
     route(static_cast<thread_port*>(port), m, gd, scope);
   }
 
-  static void send(thread_port* p, lwkt_msg* m) {
+  // A reply (kExistingWork) from outside the runtime is accepted through shutdown's grace
+  // period, so that its originator can finish; a send (kNewWork) is refused once shutdown
+  // has begun (msgport.h).
+  static void send(thread_port* p, lwkt_msg* m, internal::api_class c) {
     globaldata* me = internal::mycpu();
-    remote_call_scope scope(runtime(p));
+    remote_call_scope scope(runtime(p), c);
     if (!scope.ok()) {
       msgport_internal::cancel_in_place(m);
       return;
@@ -216,11 +219,13 @@ thread_port::~thread_port() {
 }
 
 int thread_port::putport(lwkt_msg* msg) {
-  internals::send(this, msg);
+  internals::send(this, msg, internal::api_class::kNewWork);
   return EASYNC;
 }
 
-void thread_port::replyport(lwkt_msg* msg) { internals::send(this, msg); }
+void thread_port::replyport(lwkt_msg* msg) {
+  internals::send(this, msg, internal::api_class::kExistingWork);
+}
 
 lwkt_msg* thread_port::getport() {
   internals::check_owner(this, "getport");

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "lwkt/internal/globaldata.h"
+#include "lwkt/internal/remote_call.h"
 #include "lwkt/internal/topology.h"
 #include "lwkt/runtime.h"
 
@@ -33,7 +34,10 @@ struct runtime_state {
   std::vector<bool> gd_on_node;        // gds[i] came from hwloc_alloc_membind
   std::vector<std::thread> workers;
   std::atomic<bool> stopping{false};   // written: shutdown(); read: create paths, api_guard
-  std::atomic<int> api_calls{0};       // entry points from outside in progress (api_guard)
+  std::atomic<int> api_calls{0};       // kNewWork calls from outside in progress (api_guard)
+  // The grace period is over (written: shutdown(); read: api_guard of kExistingWork calls).
+  std::atomic<bool> sealed{false};
+  std::atomic<int> late_calls{0};      // kExistingWork calls from outside in progress
   bool leaked = false;                 // shutdown could not stop a worker: never freed
   // Threads given away and not yet acquired (on no worker's thread list): shutdown
   // abandons them too. giveaway/acquire are rare, so a mutex.
@@ -79,46 +83,53 @@ inline void check_not_forked(const runtime_state* rs, const char* call) {
   if (__builtin_expect(inherited_across_fork(rs), 0)) forked_child_abort(call);
 }
 
-// An entry point that may race with shutdown() on another OS thread (spawn, wakeup,
-// snapshot): either it passes before shutdown starts waiting and shutdown waits for it to
-// finish, or it sees `stopping` and refuses. seq_cst on both sides (count, then read the
-// flag; shutdown: set the flag, then read the count) is a Dekker pair.
+// An entry point (of an api_class, remote_call.h) that may race with shutdown() on another
+// OS thread: either it passes before shutdown closes its class (setting the flag) and
+// shutdown waits for it to finish (it counts itself), or it sees the flag and refuses.
+// seq_cst on both sides (count, then read the flag; shutdown: set the flag, then read the
+// count) is a Dekker pair.
 // The two halves of api_guard, for callers outside rs that hold the guard across several
 // steps (remote_call_scope): api_enter returns whether the call may go on and sets *counted
-// when it raised api_calls (api_leave then drops it).
-inline bool api_enter(runtime_state* rs, bool* counted) {
+// when it raised the count (api_leave then drops it).
+inline bool api_enter(runtime_state* rs, bool* counted, api_class c = api_class::kNewWork) {
   *counted = false;
   // An lwkt thread of rs itself is not counted: it can send only while its worker runs
   // it, which shutdown's gd_stopped and ring checks already cover, and once its worker
   // stops it may never run again (it is abandoned) and could not drop the count.
   if (globaldata* me = mycpu(); me && me->gd_runtime == rs) {
-    return !rs->stopping.load(std::memory_order_acquire);
+    return c == api_class::kExistingWork || !rs->stopping.load(std::memory_order_acquire);
   }
-  // Refused at once when shutdown is visibly under way: such callers never raise the
-  // count, so callers that keep trying do not hold shutdown's quiescence check back.
-  if (rs->stopping.load(std::memory_order_acquire)) return false;
-  rs->api_calls.fetch_add(1, std::memory_order_seq_cst);
-  if (!rs->stopping.load(std::memory_order_seq_cst)) {
+  std::atomic<bool>& closed = c == api_class::kNewWork ? rs->stopping : rs->sealed;
+  std::atomic<int>& count = c == api_class::kNewWork ? rs->api_calls : rs->late_calls;
+  // Refused at once when the class is visibly closed: such callers never raise the count,
+  // so callers that keep trying do not hold shutdown's quiescence check back.
+  if (closed.load(std::memory_order_acquire)) return false;
+  count.fetch_add(1, std::memory_order_seq_cst);
+  if (!closed.load(std::memory_order_seq_cst)) {
     *counted = true;
     return true;
   }
-  rs->api_calls.fetch_sub(1, std::memory_order_release);
+  count.fetch_sub(1, std::memory_order_release);
   return false;
 }
-inline void api_leave(runtime_state* rs, bool counted) {
-  if (counted) rs->api_calls.fetch_sub(1, std::memory_order_release);
+inline void api_leave(runtime_state* rs, bool counted, api_class c = api_class::kNewWork) {
+  if (!counted) return;
+  (c == api_class::kNewWork ? rs->api_calls : rs->late_calls)
+      .fetch_sub(1, std::memory_order_release);
 }
 
 class api_guard {
  public:
-  explicit api_guard(runtime_state* rs) : _rs(rs), _ok(api_enter(rs, &_counted)) {}
-  ~api_guard() { api_leave(_rs, _counted); }
+  explicit api_guard(runtime_state* rs, api_class c = api_class::kNewWork)
+      : _rs(rs), _class(c), _ok(api_enter(rs, &_counted, c)) {}
+  ~api_guard() { api_leave(_rs, _counted, _class); }
   api_guard(const api_guard&) = delete;
   api_guard& operator=(const api_guard&) = delete;
   bool ok() const { return _ok; }
 
  private:
   runtime_state* _rs;
+  api_class _class;
   bool _counted = false;
   bool _ok = false;
 };
