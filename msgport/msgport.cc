@@ -159,6 +159,8 @@ void lwkt_sendmsg(lwkt_port* port, lwkt_msg* msg) {
 
 int lwkt_domsg(lwkt_port* port, lwkt_msg* msg, int flags) {
   const std::uint32_t f = begin_flags("lwkt_domsg", msg);
+  // A drop would complete it with no reply, and domsg would return a stale ms_error.
+  if (f & MSGF_DROPABLE) misuse("lwkt_domsg", msg, "is DROPABLE: it cannot be waited on");
   msg->ms_flags.store(f | MSGF_SYNC, std::memory_order_relaxed);
   msg->ms_target_port = port;
   if (const int e = port->putport(msg); e != EASYNC) {
@@ -210,10 +212,18 @@ bool lwkt_checkmsg(const lwkt_msg* msg) {
 }
 
 int lwkt_dropmsg(lwkt_msg* msg) {
-  const std::uint32_t f = msg->ms_flags.load(std::memory_order_relaxed);
+  const std::uint32_t f = msg->ms_flags.load(std::memory_order_acquire);
   if (!(f & MSGF_DROPABLE)) misuse("lwkt_dropmsg", msg, "is not DROPABLE");
-  if ((f & MSGF_REPLY) || !msg->ms_target_port->removemsg(msg)) return ENOENT;
-  msg->ms_flags.fetch_or(MSGF_DONE, std::memory_order_release);
+  // Complete (never sent, or its reply taken) or replied: on no target's queue. A never-sent
+  // message has no target port at all (regression: Msgport.DropOfAMessageNeverSent).
+  if ((f & (MSGF_DONE | MSGF_REPLY)) || msg->ms_target_port == nullptr) return ENOENT;
+  // removemsg checks MSGF_REPLY again under the port's own serialisation: a receiver may
+  // reply between our load and it, and where the target is also the reply port the reply
+  // would otherwise be what we remove.
+  if (!msg->ms_target_port->removemsg(msg)) return ENOENT;
+  // Nobody waits on a DROPABLE message (domsg and waitmsg refuse them), so complete() wakes
+  // no one; it is still the one way to set DONE.
+  complete(msg, MSGF_DONE);
   return 0;
 }
 

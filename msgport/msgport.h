@@ -111,7 +111,7 @@ void lwkt_initmsg_abortable(lwkt_msg* msg, lwkt_port* reply_port, std::uint32_t 
 // goes to the reply port all the same. Runs on: any OS thread.
 void lwkt_sendmsg(lwkt_port* port, lwkt_msg* msg);
 // Synchronous: sends and waits for the reply, returns ms_error. The reply completes msg in
-// place (never queued on a reply port). flags: 0 or PCATCH (lwkt/sleep.h): an interrupt of
+// place (never queued on a reply port). Requires: msg not DROPABLE (aborts otherwise). flags: 0 or PCATCH (lwkt/sleep.h): an interrupt of
 // the waiting thread calls lwkt_abortmsg once, then it waits on, uninterruptibly.
 // Runs on: any OS thread (an lwkt thread sleeps; any other OS thread blocks in the kernel).
 int lwkt_domsg(lwkt_port* port, lwkt_msg* msg, int flags);
@@ -129,8 +129,9 @@ void lwkt_replymsg(lwkt_msg* msg, int error);
 int lwkt_waitmsg(lwkt_msg* msg, int flags);
 // Whether msg is complete (MSGF_DONE). Runs on: any OS thread.
 bool lwkt_checkmsg(const lwkt_msg* msg);
-// Withdraws a DROPABLE message from its target's queue: 0 when it was still queued (it is
-// then DONE, not replied), ENOENT when the receiver took it already. Requires: for a
+// Withdraws a DROPABLE message from its target's queue: 0 when it was still queued there
+// (it is then DONE, not replied), ENOENT otherwise (never sent, taken by the receiver,
+// replied, or still on its way to a thread port on another worker). Requires: for a
 // thread_port target, the caller is its owner. Runs on: see the port.
 int lwkt_dropmsg(lwkt_msg* msg);
 // Asks for an abort: if msg is ABORTABLE and neither complete nor replied, calls
@@ -159,7 +160,8 @@ class lwkt_port {
   // Waits for an asynchronous reply sent to this port to complete, takes it off the
   // queue, returns ms_error (lwkt_waitmsg; a domsg never comes here).
   virtual int waitmsg(lwkt_msg* msg, int flags) = 0;
-  // Unlinks msg if it is queued here: true if it was.
+  // Unlinks msg if it is queued here as a request (MSGF_REPLY clear, checked under the
+  // port's own serialisation): true if it was. lwkt_dropmsg's second step.
   virtual bool removemsg(lwkt_msg* msg) = 0;
 };
 

@@ -477,6 +477,53 @@ TEST(SpinPort, AsyncRepliesAndDrop) {
   EXPECT_EQ(lwkt_getport(&replies), &a.m);
 }
 
+// Regression (review): dropping a DROPABLE message that was never sent dereferenced its null
+// target port (SIGSEGV). A message on no queue (never sent, or completed) gives ENOENT.
+TEST(Msgport, DropOfAMessageNeverSent) {
+  spin_port target, replies;
+  req a;
+  lwkt_initmsg(&a.m, &replies, MSGF_DROPABLE);
+  EXPECT_EQ(lwkt_dropmsg(&a.m), ENOENT);
+  EXPECT_TRUE(lwkt_checkmsg(&a.m));
+  lwkt_sendmsg(&target, &a.m);
+  lwkt_replymsg(lwkt_getport(&target), 4);
+  EXPECT_EQ(lwkt_getport(&replies), &a.m);  // the reply, taken: complete, on no queue
+  EXPECT_EQ(lwkt_dropmsg(&a.m), ENOENT);
+  EXPECT_EQ(a.m.ms_error, 4);
+}
+
+// removemsg (lwkt_dropmsg's second step) withdraws requests only: on a spin port that is
+// both target and reply port, a message replied between dropmsg's flag check and its
+// removemsg is queued there as a reply, and removing it would lose the reply.
+TEST(SpinPort, RemovemsgLeavesAReplyOnTheSamePortQueued) {
+  spin_port both;
+  req a;
+  lwkt_initmsg(&a.m, &both, MSGF_DROPABLE);
+  lwkt_sendmsg(&both, &a.m);
+  EXPECT_TRUE(both.removemsg(&a.m));  // a request: withdrawn
+  lwkt_initmsg(&a.m, &both, MSGF_DROPABLE);
+  lwkt_sendmsg(&both, &a.m);
+  lwkt_replymsg(lwkt_getport(&both), 6);  // now queued on the same port as a reply
+  EXPECT_FALSE(both.removemsg(&a.m));
+  EXPECT_EQ(lwkt_dropmsg(&a.m), ENOENT);
+  EXPECT_EQ(lwkt_getport(&both), &a.m);  // the reply is still there
+  EXPECT_EQ(a.m.ms_error, 6);
+}
+
+// The same for a thread port, whose owner is the only one that may remove.
+TEST(ThreadPort, RemovemsgLeavesAReplyQueued) {
+  auto rt = test_runtime(1);
+  lwkt::testing::run_on(*rt, [] {
+    thread_port both;
+    req a;
+    lwkt_initmsg(&a.m, &both, MSGF_DROPABLE);
+    lwkt_sendmsg(&both, &a.m);
+    lwkt_replymsg(lwkt_getport(&both), 6);
+    EXPECT_FALSE(both.removemsg(&a.m));
+    EXPECT_EQ(lwkt_getport(&both), &a.m);
+  });
+}
+
 // Regression (review): a put wakes one lwkt waiter of a spin port; one that was woken and
 // interrupted together returned null from its PCATCH waitport and the message stayed
 // queued while the next waiter slept on. All on worker 1, so the order is fixed: w1 (the
@@ -660,6 +707,14 @@ TEST(MsgportDeathTest, MisuseAbortsNamingTheCall) {
         lwkt_replymsg(&r.m, 0);
       },
       "lwkt_replymsg: message .*: already complete");
+  EXPECT_DEATH(  // a drop would leave domsg waiting for a reply that never comes
+      {
+        spin_port p;
+        req r;
+        lwkt_initmsg(&r.m, nullptr, MSGF_DROPABLE);
+        (void)lwkt_domsg(&p, &r.m, 0);
+      },
+      "lwkt_domsg: message .*: is DROPABLE");
   EXPECT_DEATH(
       {
         auto rt = test_runtime(1);

@@ -149,12 +149,17 @@ lwkt_msg* spin_port::waitport(int flags) {
 
 int spin_port::waitmsg(lwkt_msg* msg, int flags) {
   msgport_internal::wait_done(msg, flags);  // a queued reply is DONE (see replyport)
-  if (msg->ms_flags.load(std::memory_order_relaxed) & MSGF_QUEUED) removemsg(msg);
+  if (msg->ms_flags.load(std::memory_order_relaxed) & MSGF_QUEUED) {
+    internals::locked l(this);
+    msgport_internal::msgq_remove(&mp_q, msg);
+  }
   return msg->ms_error;
 }
 
 bool spin_port::removemsg(lwkt_msg* msg) {
   internals::locked l(this);
+  // REPLY is set before a reply is queued under this lock (lwkt_replymsg): exact here.
+  if (msg->ms_flags.load(std::memory_order_relaxed) & MSGF_REPLY) return false;
   return msgport_internal::msgq_remove(&mp_q, msg);
 }
 

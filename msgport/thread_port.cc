@@ -264,7 +264,11 @@ bool thread_port::removemsg(lwkt_msg* msg) {
   internals::check_owner(this, "removemsg");
   crit_enter();
   internals::drain_stash(this);
-  const bool removed = msgport_internal::msgq_remove(&mp_q, msg);
+  // Replies arrive only through handlers on this worker, which cannot run inside the
+  // critical section: REPLY is exact here. (One in mp_early stays: it holds a sequence
+  // number the port waits for.)
+  const bool removed = !(msg->ms_flags.load(std::memory_order_relaxed) & MSGF_REPLY) &&
+                       msgport_internal::msgq_remove(&mp_q, msg);
   crit_exit();
   return removed;
 }
