@@ -251,6 +251,20 @@ void wakeup_from_outside(runtime_state* rs, const void* ident, int flags) {
   }
 }
 
+// How many runtimes are on runtimes() (written under g_runtimes_mu). Relaxed is enough for
+// wakeup_other_runtimes: a sleeper of another runtime that the wakeup must reach got there
+// after that runtime was listed, and the waker acts after the sleeper (through whatever
+// told it to wake), so the increment happens before the waker's load.
+std::atomic<int> g_runtime_count{0};
+
+void wakeup_other_runtimes(const runtime_state* mine, const void* ident, int flags) {
+  if (g_runtime_count.load(std::memory_order_relaxed) <= 1) return;
+  std::lock_guard<std::mutex> l(g_runtimes_mu);  // never held across a wait for a worker
+  for (runtime_state* rs : runtimes()) {
+    if (rs != mine && !inherited_across_fork(rs)) wakeup_from_outside(rs, ident, flags);
+  }
+}
+
 void wakeup_from_outside_all(const void* ident, int flags) {
   std::lock_guard<std::mutex> l(g_runtimes_mu);
   for (runtime_state* rs : runtimes()) {
@@ -262,6 +276,8 @@ void wakeup_from_outside_all(const void* ident, int flags) {
 Runtime::Runtime(std::unique_ptr<runtime_state> s) : _s(std::move(s)) {
   std::lock_guard<std::mutex> l(internal::g_runtimes_mu);
   internal::runtimes().push_back(_s.get());
+  internal::g_runtime_count.store(static_cast<int>(internal::runtimes().size()),
+                                  std::memory_order_relaxed);
 }
 
 namespace internal {
@@ -490,6 +506,7 @@ Runtime::~Runtime() {
     std::lock_guard<std::mutex> l(internal::g_runtimes_mu);
     auto& v = internal::runtimes();
     v.erase(std::remove(v.begin(), v.end(), rs), v.end());
+    internal::g_runtime_count.store(static_cast<int>(v.size()), std::memory_order_relaxed);
   }
   absl::Status st = shutdown();
   (void)st;  // shutdown() already reported abandoned threads on stderr

@@ -300,6 +300,7 @@ int tsleep(const void* ident, int flags, const char* wmesg, absl::Duration timeo
 void wakeup(const void* ident) {
   if (globaldata* gd = mycpu()) {
     internal::do_wakeup(gd, ident, 0);
+    internal::wakeup_other_runtimes(gd->gd_runtime, ident, 0);
   } else {
     internal::wakeup_from_outside_all(ident, 0);
   }
@@ -308,6 +309,7 @@ void wakeup(const void* ident) {
 void wakeup_one(const void* ident) {
   if (globaldata* gd = mycpu()) {
     internal::do_wakeup(gd, ident, internal::PWAKEUP_ONE);
+    internal::wakeup_other_runtimes(gd->gd_runtime, ident, internal::PWAKEUP_ONE);
   } else {
     internal::wakeup_from_outside_all(ident, internal::PWAKEUP_ONE);
   }

@@ -53,11 +53,13 @@ int tsleep(const void* ident, int flags, const char* wmesg,
 // Runs on: an lwkt thread.
 void tsleep_interlock(const void* ident, int flags = 0);
 // wakeup_one wakes at least one sleeper when there is any (DragonFly: at most one per
-// worker, the oldest on that worker). From an OS thread outside the runtime these reach
-// every live Runtime (or use Runtime::wakeup / wakeup_one to name one); they keep working
-// through that runtime's shutdown grace period (Runtime::shutdown), so that a thread
-// waiting for them can finish, and are no-ops once it has ended. interrupt() likewise.
-// Runs on: any OS thread.
+// worker, the oldest on that worker). They reach sleepers of every live Runtime in the
+// process: called on a worker, its own runtime's directly and any other's by a message to
+// each of its workers; from an OS thread outside every runtime, by such messages (or use
+// Runtime::wakeup / wakeup_one to name one runtime). Towards a runtime they are called
+// outside of, they keep working through its shutdown grace period (Runtime::shutdown), so
+// that a thread waiting for them can finish, and are no-ops once it has ended (interrupt()
+// likewise). Runs on: any OS thread.
 void wakeup(const void* ident);
 void wakeup_one(const void* ident);
 // Wakes sleepers on the calling worker only. Runs on: an lwkt thread.

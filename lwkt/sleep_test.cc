@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <thread>
 #include <vector>
 
 #include "lwkt/sched.h"
@@ -217,6 +218,33 @@ TEST(Sleep, RuntimeWakeupFromOutside) {
   go = true;
   rt->wakeup(&go);
   td->join();
+}
+
+// Regression (review): wakeup and wakeup_one on a worker reached only that worker's own
+// runtime, so a sleeper of another runtime in the same process slept on forever.
+TEST(Sleep, WakeupOnAWorkerReachesSleepersOfAnotherRuntime) {
+  auto a = test_runtime(1);
+  auto b = test_runtime(1);
+  for (bool one : {false, true}) {
+    std::atomic<bool> go{false};
+    std::atomic<int> woke{0};
+    auto sleeper = a->spawn([&] {
+      while (!go.load()) (void)tsleep(&go, 0, "other-runtime");  // no timeout
+      woke = 1;
+    }, {.name = "sleeper"});
+    ASSERT_TRUE(sleeper.ok());
+    run_on(*a, [&] { wait_until_asleep(*a, "sleeper"); });
+    run_on(*b, [&] {
+      go = true;
+      one ? wakeup_one(&go) : wakeup(&go);
+    });
+    const absl::Time give_up = absl::Now() + absl::Seconds(10);
+    while (woke.load() == 0 && absl::Now() < give_up) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ASSERT_EQ(woke.load(), 1) << (one ? "wakeup_one" : "wakeup") << " did not reach runtime a";
+    sleeper->join();
+  }
 }
 
 TEST(SleepDeathTest, SleepInsideCriticalSectionAborts) {

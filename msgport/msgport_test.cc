@@ -689,6 +689,29 @@ TEST(Msgport, RepliesFromOutsideReachTheirOriginatorsDuringShutdown) {
   EXPECT_EQ(waitmsg_error.load(), 8);
 }
 
+// Regression (review): a reply from a worker of another runtime in the process woke nobody
+// (wakeup on a worker reached only its own runtime), so the domsg hung.
+TEST(Msgport, DomsgAnsweredFromAnotherRuntime) {
+  auto a = test_runtime(1);
+  auto b = test_runtime(1);
+  spin_port work;
+  std::atomic<int> result{-1};
+  thread_ref sender = spawn_on(*a, 0, [&] {
+    req r;
+    lwkt_initmsg(&r.m, nullptr, 0);
+    result = lwkt_domsg(&work, &r.m, 0);
+  });
+  lwkt::testing::run_on(*b, [&] {
+    lwkt_msg* m = lwkt_waitport(&work, 0);
+    lwkt::testing::wait_until_asleep(*a, "msgport-test");  // the sender waits for the reply
+    lwkt_replymsg(m, 9);
+  });
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  while (result.load() == -1 && absl::Now() < give_up) std::this_thread::yield();
+  ASSERT_EQ(result.load(), 9) << "the reply from runtime b did not wake the sender";
+  sender.join();
+}
+
 TEST(MsgportDeathTest, MisuseAbortsNamingTheCall) {
   lwkt::testing::use_safe_death_test_style();
   EXPECT_DEATH(
