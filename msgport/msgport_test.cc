@@ -32,8 +32,9 @@ struct req {
 };
 req* as_req(lwkt_msg* m) { return reinterpret_cast<req*>(m); }
 
-thread_ref spawn_on(Runtime& rt, int worker, absl::AnyInvocable<void()> fn) {
-  auto td = rt.spawn(std::move(fn), {.name = "msgport-test", .worker = worker});
+thread_ref spawn_on(Runtime& rt, int worker, absl::AnyInvocable<void()> fn,
+                    const char* name = "msgport-test") {
+  auto td = rt.spawn(std::move(fn), {.name = name, .worker = worker});
   EXPECT_TRUE(td.ok()) << td.status();
   return td.ok() ? std::move(*td) : thread_ref();
 }
@@ -336,18 +337,20 @@ TEST(ThreadPort, PriorityMessagesAreTakenFirstEachClassInOrder) {
 std::atomic<int> g_aborts{0};
 void count_abort(lwkt_msg*) { g_aborts.fetch_add(1); }
 
-// An interrupted PCATCH domsg calls the abort function once and still returns the reply.
+// An interrupted PCATCH domsg calls the abort function once and still returns the reply:
+// after the abort it waits on uninterruptibly, so a second interrupt neither aborts again
+// nor ends the wait.
 TEST(ThreadPort, InterruptedDomsgAbortsOnceAndWaitsForTheReply) {
   auto rt = test_runtime(2);
   g_aborts = 0;
   std::atomic<thread_port*> port{nullptr};
-  std::atomic<bool> taken{false};
+  std::atomic<bool> taken{false}, reply{false};
   thread_ref receiver = spawn_on(*rt, 1, [&] {
     thread_port p;
     port.store(&p);
     lwkt_msg* m = lwkt_waitport(&p, 0);
     taken.store(true);
-    while (g_aborts.load() == 0) lwkt_pause(absl::Microseconds(100));
+    lwkt::testing::block_until(reply);
     lwkt_replymsg(m, ECONNABORTED);
   });
   std::atomic<int> result{-1};
@@ -355,13 +358,53 @@ TEST(ThreadPort, InterruptedDomsgAbortsOnceAndWaitsForTheReply) {
     req r;
     lwkt_initmsg_abortable(&r.m, nullptr, 0, count_abort);
     result.store(lwkt_domsg(await(port), &r.m, PCATCH));
-  });
+  }, "sender");
   while (!taken.load()) std::this_thread::yield();
   interrupt(sender.get());
+  while (g_aborts.load() == 0) std::this_thread::yield();
+  // The sender sleeps again, uninterruptibly, for the reply; interrupt it once more.
+  lwkt::testing::run_on(*rt, [&] { lwkt::testing::wait_until_asleep(*rt, "sender"); });
+  interrupt(sender.get());
+  lwkt::testing::run_on(*rt, [&] { lwkt::testing::wait_until_asleep(*rt, "sender"); });
+  EXPECT_EQ(result.load(), -1) << "the second interrupt ended the wait";
+  reply = true;
+  schedule(receiver.get());
   sender.join();
   receiver.join();
   EXPECT_EQ(result.load(), ECONNABORTED);
   EXPECT_EQ(g_aborts.load(), 1);
+}
+
+// A port that completes every message at once (putport returns other than EASYNC).
+class refusing_port final : public lwkt_port {
+ public:
+  int putport(lwkt_msg*) override { return EPERM; }
+  void replyport(lwkt_msg*) override { ADD_FAILURE() << "a refused message was queued"; }
+  lwkt_msg* getport() override { return nullptr; }
+  lwkt_msg* waitport(int) override { return nullptr; }
+  int waitmsg(lwkt_msg*, int) override { return 0; }
+  bool removemsg(lwkt_msg*) override { return false; }
+};
+
+// lwkt_forwardmsg returns the error with which a port completed the message at once, and
+// that completion is the originator's reply: in place for a domsg, queued on the reply port
+// for a sendmsg.
+TEST(Msgport, ForwardToAPortThatCompletesAtOnceRepliesToTheOriginator) {
+  spin_port front, replies;
+  refusing_port refuser;
+  req sync, async;
+  lwkt_initmsg(&sync.m, nullptr, 0);
+  lwkt_initmsg(&async.m, &replies, 0);
+  std::thread relay([&] {
+    for (int i = 0; i < 2; ++i) {
+      EXPECT_EQ(lwkt_forwardmsg(&refuser, lwkt_waitport(&front, 0)), EPERM);
+    }
+  });
+  EXPECT_EQ(lwkt_domsg(&front, &sync.m, 0), EPERM);
+  lwkt_sendmsg(&front, &async.m);
+  EXPECT_EQ(lwkt_waitmsg(&async.m, 0), EPERM);
+  relay.join();
+  EXPECT_EQ(lwkt_getport(&replies), nullptr);  // waitmsg took the reply off
 }
 
 // "Runs on: any OS thread" for thread_port(td), lwkt_forwardmsg and lwkt_abortmsg: main
