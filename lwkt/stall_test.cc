@@ -86,7 +86,32 @@ std::chrono::nanoseconds os_thread_cpu() {
   return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
 }
 
+// Each stall lasts until the detector has reported it (Runtime::stats().stalls grew; at
+// most 10 s) and then kStall more, so that the backtrace signal finds it still stalled. A
+// stall of a fixed length could end before the watchdog, starved of CPU by parallel tests
+// on a 2-core machine, sampled it twice (the flake this replaced: 1 run in ~60 missed the
+// usleep stall).
+const Runtime* g_rt = nullptr;
+std::uint64_t g_stalls_before = 0;
+bool reported() {
+  return g_rt->stats().stalls > g_stalls_before;  // stats() has no switch point
+}
+template <typename Now>
+void stall_until_reported(Now now, void (*step)()) {
+  const auto give_up = Clock::now() + std::chrono::seconds(10);
+  const auto start = now();
+  while ((!reported() || now() < start + kStall) && Clock::now() < give_up) step();
+  const auto more = now() + kStall;
+  while (now() < more) step();
+}
+
 __attribute__((noinline)) void stall_busy_loop() {
+  stall_until_reported(os_thread_cpu, [] {});
+  asm volatile("" ::: "memory");
+}
+
+// A stall of fixed length (60 ms of CPU), for the tests that expect no report.
+__attribute__((noinline)) void stall_busy_60ms() {
   const auto end = os_thread_cpu() + kStall;
   while (os_thread_cpu() < end) {
   }
@@ -94,10 +119,9 @@ __attribute__((noinline)) void stall_busy_loop() {
 }
 
 __attribute__((noinline)) void stall_in_usleep() {
-  // The backtrace signal cuts usleep short (EINTR): sleep the rest, still without a
-  // switch point, so that it stays one stall.
-  const auto end = Clock::now() + kStall;
-  while (Clock::now() < end) usleep(5000);
+  // The backtrace signal cuts usleep short (EINTR): sleep on, still without a switch point,
+  // so that it stays one stall.
+  stall_until_reported(Clock::now, [] { usleep(5000); });
   asm volatile("" ::: "memory");
 }
 
@@ -116,6 +140,8 @@ std::unique_ptr<Runtime> make(Runtime::Options o) {
 
 // Runs fn as an lwkt thread on worker 0 and waits for it.
 void run_on_worker0(Runtime& rt, const char* name, std::function<void()> fn) {
+  g_rt = &rt;
+  g_stalls_before = rt.stats().stalls;
   auto td = rt.spawn([fn] { fn(); }, {.name = name, .worker = 0});
   ASSERT_TRUE(td.ok()) << td.status();
   td->join();
@@ -145,9 +171,10 @@ TEST(Stall, EachStallIsReportedOnceByNameWithItsBacktraceAndNothingElse) {
   run_on_worker0(*rt, "stall-usleep", stall_in_usleep);
   {
     std::unique_lock<std::mutex> l(g_os_mutex);
+    g_stalls_before = rt->stats().stalls;
     auto td = rt->spawn([] { stall_on_std_mutex(); }, {.name = "stall-mutex", .worker = 0});
     ASSERT_TRUE(td.ok());
-    std::this_thread::sleep_for(kStall);
+    stall_until_reported(Clock::now, [] { std::this_thread::sleep_for(kStall / 10); });
     l.unlock();
     td->join();
   }
@@ -208,7 +235,7 @@ TEST(Stall, ZeroBudgetTurnsItOff) {
   stderr_capture cap;
   auto rt = make({.stall_budget = absl::ZeroDuration()});
   ASSERT_TRUE(rt);
-  run_on_worker0(*rt, "stall-busy", stall_busy_loop);
+  run_on_worker0(*rt, "stall-busy", stall_busy_60ms);
   EXPECT_EQ(rt->stats().stalls, 0u);
   ASSERT_TRUE(rt->shutdown().ok());
   cap.restore();
@@ -236,7 +263,7 @@ TEST(Stall, AShorterBudgetCatchesAShorterStall) {
     stderr_capture cap;
     auto rt = make({.stall_budget = budget});
     ASSERT_TRUE(rt);
-    run_on_worker0(*rt, "stall-busy", stall_busy_loop);
+    run_on_worker0(*rt, "stall-busy", stall_busy_60ms);
     EXPECT_EQ(rt->stats().stalls, want) << budget;
     ASSERT_TRUE(rt->shutdown().ok());
   }
