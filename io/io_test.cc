@@ -758,6 +758,23 @@ TEST(Io, BlockingThatFinishesDuringShutdownIsNotAbandoned) {
   EXPECT_EQ(got.load(), 7);
 }
 
+// The same when the Runtime's destructor shuts it down: the runtime stays listed for
+// wakeups from outside through that shutdown's grace period (it was unlisted first, so the
+// pool thread's wakeup reached nobody and the caller was abandoned after 10 s).
+TEST(Io, BlockingThatFinishesDuringTheDestructorsShutdownIsNotAbandoned) {
+  std::atomic<int> got{0};
+  {
+    auto rt = test_runtime(1, {.io = io_backend::off});
+    auto td = rt->spawn([&] { got = blocking([] {
+      absl::SleepFor(absl::Milliseconds(200));
+      return 7;
+    }); }, {.name = "blocked-caller"});
+    ASSERT_TRUE(td.ok());
+    absl::SleepFor(absl::Milliseconds(20));
+  }  // ~Runtime: shutdown with the default grace (10 s)
+  EXPECT_EQ(got.load(), 7) << "the caller was abandoned";
+}
+
 // Regression (review): a blocking call still running when the grace period ends had its
 // caller's stack unmapped by shutdown, and the pool thread then wrote fn's result into it
 // (SIGSEGV). The stacks are now left mapped, and the status says why.

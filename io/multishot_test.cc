@@ -223,6 +223,9 @@ TEST(PooledReceiver, DeadlineAndInterrupt) {
 TEST(PooledReceiver, AWaitForAPoolBufferEndsAtShutdown) {
   if (test_backend() != io_backend::io_uring) GTEST_SKIP() << "the epoll backend has no pool";
   testing::set_pool(1, 256);
+  struct restore_pool {
+    ~restore_pool() { testing::set_pool(0, 0); }
+  } restore;
   RUNTIME_OR_SKIP(rt, 1);
   int a[2], b[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
@@ -256,7 +259,9 @@ TEST(PooledReceiver, AWaitForAPoolBufferEndsAtShutdown) {
   }, {.name = "starved"});
   ASSERT_TRUE(starved.ok());
   // Until the starved receiver sleeps for a buffer (its recv ended with ENOBUFS).
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
   for (bool waiting = false; !waiting; absl::SleepFor(absl::Milliseconds(1))) {
+    ASSERT_LT(absl::Now(), give_up) << "the starved receiver never waited for a buffer";
     auto snap = rt->snapshot();
     ASSERT_TRUE(snap.ok()) << snap.status();
     for (const auto& w : snap->workers) {
@@ -268,7 +273,6 @@ TEST(PooledReceiver, AWaitForAPoolBufferEndsAtShutdown) {
   EXPECT_EQ(b_error.load(), ECANCELED);
   EXPECT_TRUE(a_saw_b_done.load()) << "the starved receiver returned only once the buffer "
                                       "came back";
-  testing::set_pool(0, 0);
   for (int fd : {a[0], a[1], b[0], b[1]}) ::close(fd);
 }
 

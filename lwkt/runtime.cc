@@ -53,10 +53,21 @@ namespace {
 // reachable so that LeakSanitizer does not report them at the child's exit.
 std::atomic<runtime_state*> forked_runtimes{nullptr};
 
+// Live runtimes, for lwkt::wakeup from an OS thread outside every runtime and for wakeups
+// that cross runtimes. A runtime is listed from construction until its destructor, which
+// unlists it (under the lock) after its shutdown and before freeing anything, so a waker
+// holding the lock may use it. (The list itself: runtimes(), below.)
+std::mutex g_runtimes_mu;
+
 void register_fork_handler() {
-  static const int rc = pthread_atfork(nullptr, nullptr, [] {
-    // The child: only the forking OS thread exists. Async-signal-safe: an atomic add, and
-    // the monitor's process-wide signal state reset (monitor.cc).
+  // g_runtimes_mu is held across the fork, so that the child does not inherit it locked by
+  // a thread that does not exist there (workers take it for wakeups that cross runtimes).
+  static const int rc = pthread_atfork([] { g_runtimes_mu.lock(); },
+                                       [] { g_runtimes_mu.unlock(); }, [] {
+    // The child: only the forking OS thread exists. Async-signal-safe: an atomic add, the
+    // unlock of the mutex this thread took in the prepare handler, and the monitor's
+    // process-wide signal state reset (monitor.cc).
+    g_runtimes_mu.unlock();
     fork_generation.fetch_add(1, std::memory_order_relaxed);
     monitor_atfork_child();
   });
@@ -220,10 +231,6 @@ using internal::runtime_state;
 
 namespace internal {
 namespace {
-// Live runtimes, for lwkt::wakeup from an OS thread outside every runtime. A runtime is
-// listed from construction until its destructor, which unlists it (under the lock) before
-// freeing anything, so a waker holding the lock may use it.
-std::mutex g_runtimes_mu;
 std::vector<runtime_state*>& runtimes() {
   static auto* v = g_debug_runtimes = new std::vector<runtime_state*>;
   return *v;
@@ -251,14 +258,15 @@ void wakeup_from_outside(runtime_state* rs, const void* ident, int flags) {
   }
 }
 
-// How many runtimes are on runtimes() (written under g_runtimes_mu). Relaxed is enough for
-// wakeup_other_runtimes: a sleeper of another runtime that the wakeup must reach got there
-// after that runtime was listed, and the waker acts after the sleeper (through whatever
-// told it to wake), so the increment happens before the waker's load.
+// How many runtimes are on runtimes() (written under g_runtimes_mu). A runtime is listed
+// before any of its threads exists, so before any of them can sleep. The waker's load is
+// seq_cst: with the usual pattern (waker: set the condition, wakeup; sleeper: interlock,
+// check the condition) a relaxed load could formally still read the count of before the
+// sleeper's runtime was listed. (Free on x86; one ldar on AArch64.)
 std::atomic<int> g_runtime_count{0};
 
 void wakeup_other_runtimes(const runtime_state* mine, const void* ident, int flags) {
-  if (g_runtime_count.load(std::memory_order_relaxed) <= 1) return;
+  if (g_runtime_count.load(std::memory_order_seq_cst) <= 1) return;
   std::lock_guard<std::mutex> l(g_runtimes_mu);  // never held across a wait for a worker
   for (runtime_state* rs : runtimes()) {
     if (rs != mine && !inherited_across_fork(rs)) wakeup_from_outside(rs, ident, flags);
@@ -502,14 +510,17 @@ Runtime::~Runtime() {
     (void)_s.release();
     return;
   }
+  // Shut down while still listed: wakeups from outside and from other runtimes must reach
+  // this one's threads through the grace period (sleep.h). Then unlist the original state
+  // (a leaked shutdown replaced _s by a stand-in), before anything is freed.
+  absl::Status st = shutdown();
+  (void)st;  // shutdown() already reported abandoned threads on stderr
   {
     std::lock_guard<std::mutex> l(internal::g_runtimes_mu);
     auto& v = internal::runtimes();
     v.erase(std::remove(v.begin(), v.end(), rs), v.end());
     internal::g_runtime_count.store(static_cast<int>(v.size()), std::memory_order_relaxed);
   }
-  absl::Status st = shutdown();
-  (void)st;  // shutdown() already reported abandoned threads on stderr
   runtime_state* live = _s.get();  // a leaked runtime was replaced by an inert one
   if (!live->leaked) {
     for (std::size_t i = 0; i < live->gds.size(); ++i) internal::destroy_globaldata(live, i);
@@ -713,6 +724,7 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
     internal::g_leaked->push_back(std::move(_s));
     _s.reset(new runtime_state);  // an inert stand-in answers later calls
     _s->stopping.store(true, std::memory_order_relaxed);
+    _s->sealed.store(true, std::memory_order_relaxed);  // wakeups and the like: no-ops
     _s->shut_down = true;
     _s->leaked = true;         // its gds belong to the leaked runtime: never freed here
     _s->gds = rs->gds;         // stats() and placement() still answer (they only read)
@@ -791,11 +803,7 @@ void runtime_wakeup(runtime_state* rs, const void* ident, int flags, const char*
   check_not_forked(rs, call);
   globaldata* me = mycpu();
   if (me && me->gd_runtime == rs) {
-    if (flags & PWAKEUP_ONE) {
-      lwkt::wakeup_one(ident);
-    } else {
-      lwkt::wakeup(ident);
-    }
+    wakeup_own_runtime(me, ident, flags);  // only rs (lwkt::wakeup would reach every one)
     return;
   }
   wakeup_from_outside(rs, ident, flags);

@@ -297,6 +297,12 @@ int tsleep(const void* ident, int flags, const char* wmesg, absl::Duration timeo
   return error;
 }
 
+namespace internal {
+void wakeup_own_runtime(globaldata* me, const void* ident, int flags) {
+  do_wakeup(me, ident, flags);
+}
+}  // namespace internal
+
 void wakeup(const void* ident) {
   if (globaldata* gd = mycpu()) {
     internal::do_wakeup(gd, ident, 0);

@@ -35,12 +35,14 @@
 //
 // After the runtime has begun shutting down, a send from outside it (an OS thread that is
 // not one of its workers) to a thread port is refused: the message completes at once, in
-// place, with ms_error ECANCELED (not queued on its reply port). Replies from outside
-// (lwkt_replymsg, to a thread port or completing a domsg in place) keep working through
-// shutdown's grace period, so that the originator can finish; once the grace period has
-// ended, a reply to a thread port completes the message in place with ECANCELED and
-// wakes nobody (the originator is abandoned). Sends between lwkt threads keep working
-// until the workers stop.
+// place, with ms_error ECANCELED (not queued on its reply port), except an asynchronous
+// message whose reply port is a thread port (one forwarded from outside, say): its
+// originator waits on that port, so the ECANCELED is sent there as the reply. Replies
+// from outside (lwkt_replymsg, to a thread port or completing a domsg in place) keep
+// working through shutdown's grace period, so that the originator can finish; once the
+// grace period has ended, a reply to a thread port completes the message in place with
+// ECANCELED and wakes nobody (the originator is abandoned). Sends between lwkt threads
+// keep working until the workers stop.
 #pragma once
 
 #include <atomic>

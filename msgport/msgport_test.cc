@@ -732,6 +732,39 @@ TEST(Msgport, RepliesFromOutsideReachTheirOriginatorsDuringShutdown) {
   EXPECT_EQ(waitmsg_error.load(), 8);
 }
 
+// Regression (review): a forward from outside the runtime, refused once shutdown began,
+// completed an asynchronous message in place; its originator, waiting on its own thread
+// port for the reply, was never woken and was abandoned. The ECANCELED now comes to that
+// port as the reply.
+TEST(Msgport, AForwardRefusedAtShutdownRepliesToAThreadPort) {
+  auto rt = test_runtime(2);
+  spin_port front;
+  std::atomic<thread_port*> far{nullptr};
+  std::atomic<int> waited{-1};
+  thread_ref far_owner = spawn_on(*rt, 1, [&] {
+    thread_port p;
+    far.store(&p);
+    EXPECT_EQ(lwkt_waitport(&p, PCATCH), nullptr);  // nothing arrives; interrupted at the end
+  }, "far-owner");
+  thread_ref originator = spawn_on(*rt, 0, [&] {
+    thread_port replies;
+    req r;
+    lwkt_initmsg(&r.m, &replies, 0);
+    lwkt_sendmsg(&front, &r.m);
+    waited = lwkt_waitmsg(&r.m, 0);
+  });
+  lwkt_msg* m = lwkt_waitport(&front, 0);  // main relays, as an OS thread
+  thread_port* to = await(far);
+  absl::Status st;
+  std::thread stopper([&] { st = rt->shutdown(absl::Seconds(5)); });
+  while (rt->snapshot().ok()) std::this_thread::yield();  // until shutdown has begun
+  EXPECT_EQ(lwkt_forwardmsg(to, m), EASYNC);  // refused: the ECANCELED goes to `replies`
+  interrupt(far_owner.get());
+  stopper.join();
+  EXPECT_TRUE(st.ok()) << st;
+  EXPECT_EQ(waited.load(), ECANCELED);
+}
+
 // Regression (review): a reply from a worker of another runtime in the process woke nobody
 // (wakeup on a worker reached only its own runtime), so the domsg hung.
 TEST(Msgport, DomsgAnsweredFromAnotherRuntime) {
@@ -745,7 +778,10 @@ TEST(Msgport, DomsgAnsweredFromAnotherRuntime) {
     result = lwkt_domsg(&work, &r.m, 0);
   });
   lwkt::testing::run_on(*b, [&] {
-    lwkt_msg* m = lwkt_waitport(&work, 0);
+    // Polls: a put's wakeup of a waiter in b would cross runtimes too, and the test is about
+    // the reply's.
+    lwkt_msg* m;
+    while ((m = lwkt_getport(&work)) == nullptr) lwkt_pause(absl::Microseconds(100));
     lwkt::testing::wait_until_asleep(*a, "msgport-test");  // the sender waits for the reply
     lwkt_replymsg(m, 9);
   });

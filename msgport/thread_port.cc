@@ -151,6 +151,16 @@ struct thread_port::internals {
     globaldata* me = internal::mycpu();
     remote_call_scope scope(runtime(p), c);
     if (!scope.ok()) {
+      // A refused send (or forward) of an asynchronous message whose reply port is a thread
+      // port: its originator waits on that port, which a completion in place never wakes,
+      // so the ECANCELED goes there as the reply (a kExistingWork send, accepted until the
+      // grace period ends). Regression: Msgport.AForwardRefusedAtShutdownRepliesToAThreadPort.
+      const std::uint32_t f = m->ms_flags.load(std::memory_order_relaxed);
+      if (c == internal::api_class::kNewWork && !(f & MSGF_SYNC) &&
+          dynamic_cast<thread_port*>(m->ms_reply_port) != nullptr) {
+        lwkt_replymsg(m, ECANCELED);
+        return;
+      }
       msgport_internal::cancel_in_place(m);
       return;
     }

@@ -64,6 +64,9 @@ void wakeup_from_outside_all(const void* ident, int flags);
 // other live runtime (as from outside), so that a wakeup reaches a sleeper of another
 // runtime in the process, as sleep.h promises. One relaxed load when there is one runtime.
 void wakeup_other_runtimes(const runtime_state* mine, const void* ident, int flags);
+// On worker `me`: wakeup / wakeup_one (flags 0 / PWAKEUP_ONE) of its own runtime only
+// (Runtime::wakeup called on one of its workers).
+void wakeup_own_runtime(globaldata* me, const void* ident, int flags);
 
 // Runs every queued inbox message (with gd_intr_nesting_level raised: no switching).
 // Returns how many ran. Runs on: gd's worker inside a critical section.
