@@ -742,17 +742,24 @@ TEST(Io, BlockedSendHonoursItsDeadlineWhenThePeerShutsItsSide) {
   ::close(sv[1]);
 }
 
-// Regression (review): io::blocking's wakeup comes from a pool OS thread, which shutdown
-// refuses once it began: a caller whose fn finished during the grace period was abandoned.
-TEST(Io, BlockingThatFinishesDuringShutdownIsNotAbandoned) {
+// A thread whose io::blocking call (200 ms) is still running 20 ms later, when the caller
+// goes on to shut the runtime down; it stores fn's result (7) into *got.
+std::unique_ptr<Runtime> runtime_with_a_blocked_caller(std::atomic<int>* got) {
   auto rt = test_runtime(1, {.io = io_backend::off});
-  std::atomic<int> got{0};
-  auto td = rt->spawn([&] { got = blocking([] {
+  auto td = rt->spawn([got] { *got = blocking([] {
     absl::SleepFor(absl::Milliseconds(200));
     return 7;
   }); }, {.name = "blocked-caller"});
-  ASSERT_TRUE(td.ok());
+  EXPECT_TRUE(td.ok());
   absl::SleepFor(absl::Milliseconds(20));
+  return rt;
+}
+
+// Regression (review): io::blocking's wakeup comes from a pool OS thread, which shutdown
+// refused once it began: a caller whose fn finished during the grace period was abandoned.
+TEST(Io, BlockingThatFinishesDuringShutdownIsNotAbandoned) {
+  std::atomic<int> got{0};
+  auto rt = runtime_with_a_blocked_caller(&got);
   absl::Status st = rt->shutdown(absl::Seconds(5));
   EXPECT_TRUE(st.ok()) << st;
   EXPECT_EQ(got.load(), 7);
@@ -763,15 +770,7 @@ TEST(Io, BlockingThatFinishesDuringShutdownIsNotAbandoned) {
 // pool thread's wakeup reached nobody and the caller was abandoned after 10 s).
 TEST(Io, BlockingThatFinishesDuringTheDestructorsShutdownIsNotAbandoned) {
   std::atomic<int> got{0};
-  {
-    auto rt = test_runtime(1, {.io = io_backend::off});
-    auto td = rt->spawn([&] { got = blocking([] {
-      absl::SleepFor(absl::Milliseconds(200));
-      return 7;
-    }); }, {.name = "blocked-caller"});
-    ASSERT_TRUE(td.ok());
-    absl::SleepFor(absl::Milliseconds(20));
-  }  // ~Runtime: shutdown with the default grace (10 s)
+  runtime_with_a_blocked_caller(&got).reset();  // ~Runtime: shutdown, default grace 10 s
   EXPECT_EQ(got.load(), 7) << "the caller was abandoned";
 }
 
