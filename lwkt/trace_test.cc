@@ -151,16 +151,23 @@ TEST(Trace, AWakeupAcrossWorkersAppearsInOrderWithTheRightThreads) {
   });
   ASSERT_NE(sent, nullptr);
   // 3. Worker 0 drains worker 1's ring, makes the sleeper runnable, and runs it again.
-  // (Clocks of two workers: the receive may read a hair earlier than the send on some
-  // hosts, so the receive is looked for from the wakeup on.)
-  const ev* recv = find(woke->ts, [](const ev& e) {
-    return e.name == "ipi recv" && e.tid == 0 && field(e.line, "from_worker") == "1";
-  });
-  ASSERT_NE(recv, nullptr);
-  const ev* woken = find(recv->ts, [](const ev& e) {
+  // "ipi recv" marks the start of a drain of one ring, which takes every message there,
+  // including ones pushed while it runs: the drain that ran the wakeup may have begun
+  // before the wakeup was sent (when worker 0 was still draining an earlier message of
+  // worker 1's, such as the last snapshot request), so it is the last drain of that ring
+  // to begin before the sleeper was woken.
+  const ev* woken = find(woke->ts, [](const ev& e) {
     return e.name == "woken" && e.tid == 0 && field(e.line, "thread") == "tr-sleeper";
   });
   ASSERT_NE(woken, nullptr);
+  const ev* recv = nullptr;
+  for (const ev& e : evs) {
+    if (e.name == "ipi recv" && e.tid == 0 && field(e.line, "from_worker") == "1" &&
+        e.ts <= woken->ts && (!recv || e.ts > recv->ts)) {
+      recv = &e;
+    }
+  }
+  ASSERT_NE(recv, nullptr);
   const ev* again = find(woken->ts, [](const ev& e) { return e.ph == "X" && e.name == "tr-sleeper" && e.tid == 0; });
   ASSERT_NE(again, nullptr);
   const ev* exited = find(again->ts, [](const ev& e) {
