@@ -713,11 +713,23 @@ TEST(Io, AnIdleWorkerWithARingParksAfterABurstOfKicks) {
     }
   }, 0);
   absl::SleepFor(absl::Milliseconds(100));
+  io_stats io_a;
+  run_on(*rt, [&] { io_a = stats(); }, 0);
+  const runtime_stats rt_a = rt->stats();
   const std::int64_t a = thread_cpu_ns("lwkt w1");
   absl::SleepFor(absl::Milliseconds(300));
   const std::int64_t b = thread_cpu_ns("lwkt w1");
+  io_stats io_b;
+  run_on(*rt, [&] { io_b = stats(); }, 0);
+  const runtime_stats rt_b = rt->stats();
   ASSERT_GE(a, 0);
-  EXPECT_LT(b - a, 100'000'000) << "worker 1 ran " << (b - a) / 1000000 << " ms of 300 ms idle";
+  // On failure, what the spinning worker did in the window (one run_on on worker 0 falls
+  // in it: a few parks and ops are its own).
+  EXPECT_LT(b - a, 100'000'000) << "worker 1 ran " << (b - a) / 1000000 << " ms of 300 ms idle"
+      << "; in the window: parks " << rt_b.parks - rt_a.parks << ", messages "
+      << rt_b.messages - rt_a.messages << ", io ops " << io_b.ops - io_a.ops << ", submits "
+      << io_b.submits - io_a.submits << ", reaps " << io_b.reaps - io_a.reaps << ", waits "
+      << io_b.waits - io_a.waits << ", cq_overflows " << io_b.cq_overflows - io_a.cq_overflows;
 }
 
 // Regression (review): on epoll, a writer blocked on a full socket whose peer shut its
