@@ -502,6 +502,44 @@ TEST_P(IoKick, ParkedInTheRingWorkerIsWokenByEveryKick) {
   testing::break_msg_ring_kicks(false);
 }
 
+// Regression: a MSG_RING kick that failed (here: aimed at an eventfd, which is not a ring)
+// fell back to the target's eventfd only when the kicker next reaped its own ring, at its
+// next switch point. A kicker that goes on computing left the target parked: the sleeper
+// below was woken only after the kicker stopped spinning (2 s later, or never).
+TEST(Io, AFailedRingKickWakesTheTargetWithoutWaitingForTheKickersNextSwitch) {
+  REQUIRE_URING();  // MSG_RING kicks exist only there
+  testing::set_msg_ring_kicks(true);
+  testing::break_msg_ring_kicks(true);
+  auto rt = test_runtime(2, io_opts());
+  give_ring(*rt, 0);
+  give_ring(*rt, 1);  // worker 1 then parks in its ring
+  std::atomic<bool> flag{false}, woke{false};
+  auto sleeper = rt->spawn([&] {
+    for (;;) {
+      tsleep_interlock(&flag);
+      if (flag.load()) break;
+      tsleep(&flag, PINTERLOCKED, "flag");
+    }
+    woke = true;
+  }, {.name = "sleeper", .worker = 1});
+  ASSERT_TRUE(sleeper.ok());
+  absl::SleepFor(absl::Milliseconds(50));  // parked by now
+  io_stats before, after;
+  run_on(*rt, [&] {
+    before = stats();
+    flag = true;
+    wakeup(&flag);  // a message to worker 1 and a kick from worker 0's ring
+    // No switch point until the sleeper has run (or 2 s passed).
+    const absl::Time until = absl::Now() + absl::Seconds(2);
+    while (!woke.load() && absl::Now() < until) {}
+    EXPECT_TRUE(woke.load()) << "the target stayed parked while the kicker computed";
+    after = stats();
+  }, 0);
+  sleeper->join();
+  EXPECT_GT(after.msg_ring_fallbacks, before.msg_ring_fallbacks);
+  testing::break_msg_ring_kicks(false);
+}
+
 TEST(Io, NoDescriptorLeftBehind) {
   REQUIRE_BACKEND();
   const int before = open_fds();

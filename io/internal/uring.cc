@@ -151,6 +151,18 @@ void arm_kick(uring_worker* w) {
 
 unsigned kernel_flags(const uring_worker* w) { return IO_URING_READ_ONCE(*w->ring.sq.kflags); }
 
+// The answer to a MSG_RING kick of ours, `cqe`, if it failed: the target is woken through
+// its parker's eventfd instead.
+void kick_by_eventfd(uring_worker* w, const io_uring_cqe* cqe) {
+  if (cqe->res >= 0) return;
+  auto* target = reinterpret_cast<worker_io*>(cqe->user_data & ~std::uint64_t{7});
+  if (const int fd = target->kick_fd.load(std::memory_order_acquire); fd >= 0) {
+    const std::uint64_t one = 1;
+    (void)!::write(fd, &one, sizeof one);
+  }
+  w->msg_ring_fallbacks.add();
+}
+
 // Takes every CQE: finished ops get their result and (when `wake`) their thread is made
 // runnable; the kick read is re-armed. Returns how many CQEs it took.
 unsigned reap(uring_worker* w, bool wake) {
@@ -167,16 +179,9 @@ unsigned reap(uring_worker* w, bool wake) {
       // a cancel request's own answer, a kick (its job was to end the wait), or liburing's
       // internal wait timeout
     } else if ((ud & 7) == kMsgSentBit) {
-      // Our MSG_RING kick failed (success posts nothing: CQE_SKIP_SUCCESS): wake the
-      // target through its eventfd instead, so the kick is not lost.
-      if (cqe->res < 0) {
-        auto* target = reinterpret_cast<worker_io*>(ud & ~std::uint64_t{7});
-        if (const int fd = target->kick_fd.load(std::memory_order_acquire); fd >= 0) {
-          const std::uint64_t one = 1;
-          (void)!::write(fd, &one, sizeof one);
-        }
-        w->msg_ring_fallbacks.add();
-      }
+      // Our MSG_RING kick failed (success posts nothing: CQE_SKIP_SUCCESS); unless
+      // uring_kick saw it already, wake the target through its eventfd, so it is not lost.
+      if (static_cast<int>(head - w->kicks_checked) >= 0) kick_by_eventfd(w, cqe);
     } else if ((ud & 7) == kMultishotBit) {
       auto* m = reinterpret_cast<multishot*>(ud & ~std::uint64_t{7});
       m->on_cqe(m, w, cqe->res, cqe->flags);
@@ -203,6 +208,7 @@ unsigned reap(uring_worker* w, bool wake) {
     }
   }
   if (n) io_uring_cq_advance(&w->ring, n);
+  if (static_cast<int>(head - w->kicks_checked) > 0) w->kicks_checked = head;  // stays near
   if (rearm && w->kick_fd >= 0) arm_kick(w);
   return n;
 }
@@ -327,6 +333,20 @@ bool uring_kick(worker_io* target) {
   io_uring_sqe_set_data64(sqe, reinterpret_cast<std::uint64_t>(target) | kMsgSentBit);
   if (w->skip_success) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
   submit_now(w);
+  // A MSG_RING that fails at once (the target's ring gone, or not a ring) has posted its
+  // CQE by the time the submit returns. Carry that kick by eventfd now, not at our next
+  // reap, which may be far off (the sender may compute for long). Only looks at the CQEs:
+  // a reap may be running further up this stack (a completion handler that sends), and
+  // what it iterates must not change under it; reap skips the failures handled here.
+  // acquire: pairs with the kernel's release of the CQ tail; the CQEs below it are written.
+  const unsigned tail = io_uring_smp_load_acquire(w->ring.cq.ktail);
+  unsigned i = *w->ring.cq.khead;
+  if (static_cast<int>(w->kicks_checked - i) > 0) i = w->kicks_checked;
+  for (; i != tail; ++i) {
+    const io_uring_cqe* cqe = &w->ring.cq.cqes[i & w->ring.cq.ring_mask];
+    if (cqe->user_data > 7 && (cqe->user_data & 7) == kMsgSentBit) kick_by_eventfd(w, cqe);
+  }
+  w->kicks_checked = tail;
   --td->td_critcount;
   w->msg_ring_kicks.add();
   return true;

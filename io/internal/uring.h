@@ -73,6 +73,9 @@ struct uring_worker : worker_base {
   std::uint64_t kick_buf = 0;     // the eventfd read's destination
   int kick_fd = -1;
   buffer_pool* pool = nullptr;    // pooled_receiver's buffers, created on first use
+  // CQ index below which every failed MSG_RING kick has had its eventfd fallback already
+  // (uring_kick looks at new CQEs without consuming them; reap skips those it saw).
+  unsigned kicks_checked = 0;
 };
 
 // Creates the worker's buffer pool (`n` buffers of `size` bytes); 0 or an errno.
