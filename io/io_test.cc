@@ -508,6 +508,12 @@ TEST_P(IoKick, ParkedInTheRingWorkerIsWokenByEveryKick) {
 // below was woken only after the kicker stopped spinning (2 s later, or never).
 TEST(Io, AFailedRingKickWakesTheTargetWithoutWaitingForTheKickersNextSwitch) {
   REQUIRE_URING();  // MSG_RING kicks exist only there
+  struct restore_kicks {  // whatever way the test ends
+    ~restore_kicks() {
+      testing::break_msg_ring_kicks(false);
+      testing::set_msg_ring_kicks(true);
+    }
+  } restore;
   testing::set_msg_ring_kicks(true);
   testing::break_msg_ring_kicks(true);
   auto rt = test_runtime(2, io_opts());
@@ -537,7 +543,6 @@ TEST(Io, AFailedRingKickWakesTheTargetWithoutWaitingForTheKickersNextSwitch) {
   }, 0);
   sleeper->join();
   EXPECT_GT(after.msg_ring_fallbacks, before.msg_ring_fallbacks);
-  testing::break_msg_ring_kicks(false);
 }
 
 TEST(Io, NoDescriptorLeftBehind) {

@@ -272,7 +272,7 @@ result pooled_receiver::recv(const char** data, absl::Time deadline) {
     if (int e = s->take_error()) return result::from_res(-e);
     if (!s->armed) {
       lwkt::internal::worker_io* wio = lwkt::internal::my_worker_io();
-      if (s->nobufs && !wio->closing) {  // wait for a buffer to come back before re-arming
+      if (s->nobufs) {  // wait for a buffer to come back before re-arming
         // Not an armed operation, so shutdown's cancel-all cannot end this wait: it wakes
         // the pool's waiters instead (uring_cancel_all), and `closing` ends the wait.
         ++bp->waiters;
@@ -281,11 +281,11 @@ result pooled_receiver::recv(const char** data, absl::Time deadline) {
         });
         --bp->waiters;
         if (e) return result::from_res(-e);
-        if (!wio->closing) s->nobufs = false;
       }
       // Checked after the wait and before arming, with no switch in between: a recv armed
       // after cancel-all ran would never be cancelled.
       if (wio->closing) return result::from_res(-ECANCELED);
+      s->nobufs = false;
       crit_enter();
       io_uring_sqe* sqe = internal::get_sqe(w);
       io_uring_prep_recv_multishot(sqe, s->fd, nullptr, 0, 0);

@@ -259,18 +259,29 @@ void wakeup_from_outside(runtime_state* rs, const void* ident, int flags) {
 }
 
 // How many runtimes are on runtimes() (written under g_runtimes_mu). A runtime is listed
-// before any of its threads exists, so before any of them can sleep. The waker's load is
-// seq_cst: with the usual pattern (waker: set the condition, wakeup; sleeper: interlock,
-// check the condition) a relaxed load could formally still read the count of before the
-// sleeper's runtime was listed. (Free on x86; one ldar on AArch64.)
+// before any of its threads exists, so before any of them can sleep.
 std::atomic<int> g_runtime_count{0};
 
 void wakeup_other_runtimes(const runtime_state* mine, const void* ident, int flags) {
-  if (g_runtime_count.load(std::memory_order_seq_cst) <= 1) return;
+  // ordering: called only after do_wakeup's seq_cst fence (a dmb ish on AArch64), which
+  // orders the waker's change of its condition before this load (store-load). A sleeper of
+  // another runtime interlocks (a seq_cst RMW of its runtime's sleep mask) and only then
+  // reads the condition; its runtime was counted before its threads existed (thread
+  // creation orders the count's store before the interlock). So, as for do_wakeup's own
+  // read of the mask: either the sleeper reads the new condition, or this load comes after
+  // its interlock in the fences' order and sees the count that includes its runtime.
+  if (g_runtime_count.load(std::memory_order_relaxed) <= 1) return;
   std::lock_guard<std::mutex> l(g_runtimes_mu);  // never held across a wait for a worker
   for (runtime_state* rs : runtimes()) {
     if (rs != mine && !inherited_across_fork(rs)) wakeup_from_outside(rs, ident, flags);
   }
+}
+
+void unlist_runtime(const runtime_state* rs) {
+  std::lock_guard<std::mutex> l(g_runtimes_mu);
+  auto& v = runtimes();
+  v.erase(std::remove(v.begin(), v.end(), rs), v.end());
+  g_runtime_count.store(static_cast<int>(v.size()), std::memory_order_relaxed);
 }
 
 void wakeup_from_outside_all(const void* ident, int flags) {
@@ -511,16 +522,12 @@ Runtime::~Runtime() {
     return;
   }
   // Shut down while still listed: wakeups from outside and from other runtimes must reach
-  // this one's threads through the grace period (sleep.h). Then unlist the original state
-  // (a leaked shutdown replaced _s by a stand-in), before anything is freed.
+  // this one's threads through the grace period (sleep.h). Then unlist it, before anything
+  // is freed (a leaked shutdown has unlisted the original state already, and replaced _s
+  // by a stand-in that was never listed: then this changes nothing).
   absl::Status st = shutdown();
   (void)st;  // shutdown() already reported abandoned threads on stderr
-  {
-    std::lock_guard<std::mutex> l(internal::g_runtimes_mu);
-    auto& v = internal::runtimes();
-    v.erase(std::remove(v.begin(), v.end(), rs), v.end());
-    internal::g_runtime_count.store(static_cast<int>(v.size()), std::memory_order_relaxed);
-  }
+  internal::unlist_runtime(rs);
   runtime_state* live = _s.get();  // a leaked runtime was replaced by an inert one
   if (!live->leaked) {
     for (std::size_t i = 0; i < live->gds.size(); ++i) internal::destroy_globaldata(live, i);
@@ -719,6 +726,10 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
     for (std::thread& t : rs->workers) t.detach();
     rs->shut_down = true;
     rs->leaked = true;
+    // Sealed: nothing from outside reaches it any more, so it leaves the list now (the
+    // destructor unlists only what _s names, the stand-in below, and a leaked runtime left
+    // listed would keep every later wakeup on a worker taking g_runtimes_mu).
+    internal::unlist_runtime(rs);
     std::lock_guard<std::mutex> ll(internal::g_leaked_mu);
     if (!internal::g_leaked) internal::g_leaked = new std::vector<std::unique_ptr<runtime_state>>;
     internal::g_leaked->push_back(std::move(_s));

@@ -238,8 +238,9 @@ class Runtime {
   // Runs on: any OS thread that is not one of this runtime's workers.
   absl::Status shutdown(absl::Duration grace = absl::Seconds(10));
 
-  // Wakes the tsleep sleepers on `ident` (lwkt::wakeup) / at least one of them
-  // (lwkt::wakeup_one), from any OS thread: from outside the runtime each worker gets a
+  // Wakes this runtime's tsleep sleepers on `ident` (as lwkt::wakeup) / at least one of them
+  // (as lwkt::wakeup_one), from any OS thread, and only this runtime's (lwkt::wakeup
+  // reaches every runtime in the process): from outside the runtime each worker gets a
   // message. They keep working through shutdown's grace period (so that a thread waiting
   // for them can finish) and are no-ops once it has ended. Runs on: any OS thread.
   void wakeup(const void* ident);

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "lwkt/internal/runtime_state.h"
 #include "lwkt/internal/topology.h"
 #include "lwkt/sched.h"
 #include "lwkt/sleep.h"
@@ -21,6 +22,42 @@ namespace {
 
 using testing::run_on;
 using testing::test_runtime;
+
+// Runtimes on the process's list (wakeups that cross runtimes walk it). No other runtime is
+// created or destroyed while a test reads it.
+std::size_t listed_runtimes() {
+  return internal::g_debug_runtimes ? internal::g_debug_runtimes->size() : 0;
+}
+
+// The hog below outlives its test (its runtime is leaked to it): what it touches is static.
+std::atomic<bool> g_hog_spinning{false}, g_hog_release{false}, g_hog_left{false};
+
+// Regression (review): a shutdown that leaked (a thread that never reaches a switch point)
+// left the original runtime on the process's list for ever, because the destructor unlists
+// what Runtime holds by then, the stand-in; every later wakeup on a worker of any runtime
+// then took the list's lock. The leaked runtime is sealed: it leaves the list at once.
+TEST(Runtime, ALeakedShutdownTakesTheRuntimeOffTheProcessList) {
+  const std::size_t before = listed_runtimes();
+  {
+    auto rt = test_runtime(1);
+    EXPECT_EQ(listed_runtimes(), before + 1);
+    auto hog = rt->spawn([] {
+      g_hog_spinning = true;
+      while (!g_hog_release.load()) {
+      }
+      g_hog_left = true;
+      yield();  // reaches the stopped worker's idle thread, which keeps it
+    }, {.name = "hog"});
+    ASSERT_TRUE(hog.ok());
+    while (!g_hog_spinning) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_EQ(rt->shutdown(absl::Milliseconds(10)).code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(listed_runtimes(), before);  // sealed and leaked: off the list
+    g_hog_release = true;
+    while (!g_hog_left) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    hog->reset();
+  }
+  EXPECT_EQ(listed_runtimes(), before);
+}
 
 absl::Status create_status(Runtime::Options o) {
   auto rt = Runtime::create(o);

@@ -158,10 +158,13 @@ void ipi_wakeup(void* ident, std::intptr_t flags, void*, void* ctx) {
 
 namespace {
 
-void do_wakeup(globaldata* me, const void* ident, int flags) {
+// Wakes the sleepers on ident in me's runtime. Returns true when a wakeup_one was satisfied
+// on me itself (then nothing was sent, and other runtimes need not be asked either);
+// otherwise the seq_cst fence below has run (wakeup_other_runtimes relies on it).
+bool do_wakeup(globaldata* me, const void* ident, int flags) {
   trace(me, trace_type::kWakeup, me->gd_curthread, 0, reinterpret_cast<std::uintptr_t>(ident),
         nullptr);
-  if (wakeup_local(me, ident, flags & PWAKEUP_ONE)) return;  // wakeup_one satisfied locally
+  if (wakeup_local(me, ident, flags & PWAKEUP_ONE)) return true;  // wakeup_one satisfied
   // ordering: the caller's change of its condition must be ordered before the read of the
   // mask (store-load): pairs with the seq_cst fetch_or in sleepq_insert().
   std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -178,6 +181,7 @@ void do_wakeup(globaldata* me, const void* ident, int flags) {
                const_cast<void*>(ident), flags | PWAKEUP_MYCPU, nullptr, false);
     }
   }
+  return false;
 }
 
 void ipi_interrupt(void* arg, std::intptr_t, void*, void* ctx) {
@@ -299,13 +303,13 @@ int tsleep(const void* ident, int flags, const char* wmesg, absl::Duration timeo
 
 namespace internal {
 void wakeup_own_runtime(globaldata* me, const void* ident, int flags) {
-  do_wakeup(me, ident, flags);
+  (void)do_wakeup(me, ident, flags);
 }
 }  // namespace internal
 
 void wakeup(const void* ident) {
   if (globaldata* gd = mycpu()) {
-    internal::do_wakeup(gd, ident, 0);
+    (void)internal::do_wakeup(gd, ident, 0);  // wakeup wakes them all: never satisfied early
     internal::wakeup_other_runtimes(gd->gd_runtime, ident, 0);
   } else {
     internal::wakeup_from_outside_all(ident, 0);
@@ -314,8 +318,9 @@ void wakeup(const void* ident) {
 
 void wakeup_one(const void* ident) {
   if (globaldata* gd = mycpu()) {
-    internal::do_wakeup(gd, ident, internal::PWAKEUP_ONE);
-    internal::wakeup_other_runtimes(gd->gd_runtime, ident, internal::PWAKEUP_ONE);
+    if (!internal::do_wakeup(gd, ident, internal::PWAKEUP_ONE)) {
+      internal::wakeup_other_runtimes(gd->gd_runtime, ident, internal::PWAKEUP_ONE);
+    }
   } else {
     internal::wakeup_from_outside_all(ident, internal::PWAKEUP_ONE);
   }

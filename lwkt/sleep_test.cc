@@ -247,6 +247,29 @@ TEST(Sleep, WakeupOnAWorkerReachesSleepersOfAnotherRuntime) {
   }
 }
 
+// Runtime::wakeup names one runtime: called on one of that runtime's own workers it wakes
+// its sleepers and no other runtime's (lwkt::wakeup there would reach both).
+TEST(Sleep, RuntimeWakeupOnItsOwnWorkerWakesThatRuntimeOnly) {
+  auto a = test_runtime(1);
+  auto b = test_runtime(1);
+  static int chan;
+  for (bool one : {false, true}) {
+    std::atomic<int> in_a{-1}, in_b{-1};
+    auto sa = a->spawn([&] { in_a = tsleep(&chan, 0, "in-a", absl::Milliseconds(300)); },
+                       {.name = "sleeper-a"});
+    auto sb = b->spawn([&] { in_b = tsleep(&chan, 0, "in-b", absl::Seconds(10)); },
+                       {.name = "sleeper-b"});
+    ASSERT_TRUE(sa.ok() && sb.ok());
+    run_on(*a, [&] { wait_until_asleep(*a, "sleeper-a"); });
+    run_on(*b, [&] { wait_until_asleep(*b, "sleeper-b"); });
+    run_on(*b, [&] { one ? b->wakeup_one(&chan) : b->wakeup(&chan); });
+    sb->join();
+    sa->join();
+    EXPECT_EQ(in_b.load(), 0) << (one ? "wakeup_one" : "wakeup") << " missed its own runtime";
+    EXPECT_EQ(in_a.load(), EWOULDBLOCK) << (one ? "wakeup_one" : "wakeup") << " reached another runtime";
+  }
+}
+
 TEST(SleepDeathTest, SleepInsideCriticalSectionAborts) {
   testing::use_safe_death_test_style();
   EXPECT_DEATH(

@@ -212,17 +212,20 @@ bool lwkt_checkmsg(const lwkt_msg* msg) {
 }
 
 int lwkt_dropmsg(lwkt_msg* msg) {
+  // acquire: pairs with the release that set DONE or REPLY (complete(), lwkt_replymsg), so
+  // a caller told ENOENT may read the reply's ms_error.
   const std::uint32_t f = msg->ms_flags.load(std::memory_order_acquire);
   if (!(f & MSGF_DROPABLE)) misuse("lwkt_dropmsg", msg, "is not DROPABLE");
-  // Complete (never sent, or its reply taken) or replied: on no target's queue. A never-sent
-  // message has no target port at all (regression: Msgport.DropOfAMessageNeverSent).
-  if ((f & (MSGF_DONE | MSGF_REPLY)) || msg->ms_target_port == nullptr) return ENOENT;
+  // Complete (never sent: lwkt_initmsg sets DONE; or its reply taken) or replied: on no
+  // target's queue, and a never-sent one has no target port to ask (regression:
+  // Msgport.DropOfAMessageNeverSent).
+  if (f & (MSGF_DONE | MSGF_REPLY)) return ENOENT;
   // removemsg checks MSGF_REPLY again under the port's own serialisation: a receiver may
   // reply between our load and it, and where the target is also the reply port the reply
   // would otherwise be what we remove.
   if (!msg->ms_target_port->removemsg(msg)) return ENOENT;
-  // Nobody waits on a DROPABLE message (domsg and waitmsg refuse them), so complete() wakes
-  // no one; it is still the one way to set DONE.
+  // Nobody waits on a DROPABLE message (domsg and waitmsg refuse them), so complete() only
+  // sets DONE (release) here; it wakes no one.
   complete(msg, MSGF_DONE);
   return 0;
 }

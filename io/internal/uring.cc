@@ -181,7 +181,12 @@ unsigned reap(uring_worker* w, bool wake) {
     } else if ((ud & 7) == kMsgSentBit) {
       // Our MSG_RING kick failed (success posts nothing: CQE_SKIP_SUCCESS); unless
       // uring_kick saw it already, wake the target through its eventfd, so it is not lost.
-      if (static_cast<int>(head - w->kicks_checked) >= 0) kick_by_eventfd(w, cqe);
+      // kicks_checked moves past this CQE first: a scan in uring_kick (from a send further
+      // down this stack) then skips it, as this loop skips what such a scan handled.
+      if (static_cast<int>(head - w->kicks_checked) >= 0) {
+        w->kicks_checked = head + 1;
+        kick_by_eventfd(w, cqe);
+      }
     } else if ((ud & 7) == kMultishotBit) {
       auto* m = reinterpret_cast<multishot*>(ud & ~std::uint64_t{7});
       m->on_cqe(m, w, cqe->res, cqe->flags);

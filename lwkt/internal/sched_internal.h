@@ -60,9 +60,11 @@ inline constexpr int PWAKEUP_ONE = 0x8000;  // wake at most one sleeper per work
 // sleepers on ident in every runtime is correct). Run on: any OS thread.
 void wakeup_from_outside(runtime_state* rs, const void* ident, int flags);
 void wakeup_from_outside_all(const void* ident, int flags);
-// On a worker of `mine`, after waking its own runtime's sleepers: the same request to every
-// other live runtime (as from outside), so that a wakeup reaches a sleeper of another
-// runtime in the process, as sleep.h promises. One relaxed load when there is one runtime.
+// On a worker of `mine`, after waking its own runtime's sleepers (do_wakeup, whose fence it
+// relies on; skipped when a wakeup_one was satisfied on the caller's worker): the same
+// request to every other live runtime (as from outside), so that a wakeup reaches a sleeper
+// of another runtime in the process, as sleep.h promises. One relaxed load when there is
+// one runtime.
 void wakeup_other_runtimes(const runtime_state* mine, const void* ident, int flags);
 // On worker `me`: wakeup / wakeup_one (flags 0 / PWAKEUP_ONE) of its own runtime only
 // (Runtime::wakeup called on one of its workers).
