@@ -249,12 +249,20 @@ asm(".pushsection \".debug_gdb_scripts\", \"MS\", %progbits, 1\n"
 std::vector<runtime_state*>* g_debug_runtimes = nullptr;
 
 void wakeup_from_outside(runtime_state* rs, const void* ident, int flags) {
+  // First: a sealed runtime (the inert stand-in of a leaked one included, which has no
+  // sleep masks) takes nothing.
   api_guard g(rs, api_class::kExistingWork);  // through the grace period: sleepers may finish
   if (!g.ok()) return;
-  // Every worker gets the request: a non-worker cannot read the slot masks' meaning cheaply
-  // and wakeups from outside are rare. Each message scans one hash slot.
-  for (globaldata* gd : rs->gds) {
-    send_ipi(gd, ipi_wakeup, const_cast<void*>(ident), flags, nullptr, false);
+  // Only the workers that have a sleeper in ident's hash slot get the request (one message
+  // each, which scans that slot): a wakeup with no sleeper in rs, the usual case of one
+  // that crosses runtimes, posts nothing. The fence orders the caller's change of its
+  // condition before the masks' loads (store-load, see sleeper_workers).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  for (int w = 0; w < kMaskWords; ++w) {
+    for (std::uint64_t bits = sleeper_workers(rs, ident, w); bits; bits &= bits - 1) {
+      const std::size_t cpu = static_cast<std::size_t>(w * 64 + __builtin_ctzll(bits));
+      send_ipi(rs->gds[cpu], ipi_wakeup, const_cast<void*>(ident), flags, nullptr, false);
+    }
   }
 }
 

@@ -240,8 +240,8 @@ class Runtime {
 
   // Wakes this runtime's tsleep sleepers on `ident` (as lwkt::wakeup) / at least one of them
   // (as lwkt::wakeup_one), from any OS thread, and only this runtime's (lwkt::wakeup
-  // reaches every runtime in the process): from outside the runtime each worker gets a
-  // message. They keep working through shutdown's grace period (so that a thread waiting
+  // reaches every runtime in the process): from outside the runtime each worker with a
+  // sleeper in ident's hash slot gets a message. They keep working through shutdown's grace period (so that a thread waiting
   // for them can finish) and are no-ops once it has ended. Runs on: any OS thread.
   void wakeup(const void* ident);
   void wakeup_one(const void* ident);

@@ -305,6 +305,12 @@ namespace internal {
 void wakeup_own_runtime(globaldata* me, const void* ident, int flags) {
   (void)do_wakeup(me, ident, flags);
 }
+
+std::uint64_t sleeper_workers(const runtime_state* rs, const void* ident, int w) {
+  // seq_cst: as do_wakeup's read of the same words (pairs with sleepq_insert's fetch_or).
+  return rs->slpque_cpumasks[sleep_hash(ident) * kMaskWords + static_cast<std::size_t>(w)].load(
+      std::memory_order_seq_cst);
+}
 }  // namespace internal
 
 void wakeup(const void* ident) {

@@ -55,7 +55,8 @@ void tsleep_interlock(const void* ident, int flags = 0);
 // wakeup_one wakes at least one sleeper when there is any (DragonFly: at most one per
 // worker, the oldest on that worker). They reach sleepers of every live Runtime in the
 // process: called on a worker, its own runtime's directly and any other's by a message to
-// each of its workers; from an OS thread outside every runtime, by such messages (or use
+// each of its workers that has a sleeper in ident's hash slot; from an OS thread outside
+// every runtime, by such messages (or use
 // Runtime::wakeup / wakeup_one to name one runtime). Towards a runtime they are called
 // outside of, they keep working through its shutdown grace period (Runtime::shutdown), so
 // that a thread waiting for them can finish, and are no-ops once it has ended (interrupt()

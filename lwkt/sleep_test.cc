@@ -247,6 +247,37 @@ TEST(Sleep, WakeupOnAWorkerReachesSleepersOfAnotherRuntime) {
   }
 }
 
+// Wakeups from outside post only to the workers whose sleep mask has a sleeper in the
+// ident's hash slot. Sleepers on every worker, each round interlocked (join the queue, then
+// look): a worker skipped wrongly would lose its sleeper's wakeup and the round would stall.
+TEST(Sleep, WakeupsFromOutsideReachSleepersOnEveryWorkerWithNoneLost) {
+  auto rt = test_runtime(4);
+  const int rounds = scaled(2000);
+  std::atomic<int> gen{0}, acks{0};
+  std::vector<thread_ref> tds;
+  for (int i = 0; i < 4; ++i) {
+    tds.push_back(*rt->spawn([&] {
+      for (int seen = 0; seen < rounds;) {
+        tsleep_interlock(&gen);
+        if (gen.load() == seen) {
+          (void)tsleep(&gen, PINTERLOCKED, "outside-round");
+          continue;
+        }
+        ++seen;
+        acks.fetch_add(1);
+      }
+    }, {.name = "round-sleeper", .worker = i}));
+  }
+  for (int r = 1; r <= rounds; ++r) {
+    gen.store(r);
+    r % 2 ? rt->wakeup(&gen) : lwkt::wakeup(&gen);
+    const absl::Time give_up = absl::Now() + absl::Seconds(10);
+    while (acks.load() < 4 * r && absl::Now() < give_up) std::this_thread::yield();
+    ASSERT_EQ(acks.load(), 4 * r) << "round " << r << ": a sleeper was not woken";
+  }
+  for (auto& t : tds) t.join();
+}
+
 // Runtime::wakeup names one runtime: called on one of that runtime's own workers it wakes
 // its sleepers and no other runtime's (lwkt::wakeup there would reach both).
 TEST(Sleep, RuntimeWakeupOnItsOwnWorkerWakesThatRuntimeOnly) {

@@ -55,10 +55,16 @@ void io_flush(globaldata* gd, bool idle);
 void ipi_wakeup(void* ident, std::intptr_t flags, void* aux, void* ctx);
 inline constexpr int PWAKEUP_ONE = 0x8000;  // wake at most one sleeper per worker
 // wakeup / wakeup_one from an OS thread that is not a worker of rs: a message to every
-// worker (runtime.cc). wakeup_from_outside_all: the same in every live runtime (the public
+// worker with a sleeper in ident's hash slot (sleeper_workers; runtime.cc). wakeup_from_outside_all: the same in every live runtime (the public
 // lwkt::wakeup called outside any runtime: spurious wakeups are allowed, so waking the
 // sleepers on ident in every runtime is correct). Run on: any OS thread.
 void wakeup_from_outside(runtime_state* rs, const void* ident, int flags);
+// Word w of the mask of rs's workers that have a sleeper in ident's hash slot (bit i: worker
+// 64 * w + i). The caller has issued a seq_cst fence after changing its condition: a worker
+// whose bit reads clear then had no sleeper there that could miss the change (a sleeper
+// sets its bit, seq_cst, before it looks at the condition). Runs on: any OS thread, with rs
+// listed (its state is not freed meanwhile).
+std::uint64_t sleeper_workers(const runtime_state* rs, const void* ident, int w);
 void wakeup_from_outside_all(const void* ident, int flags);
 // On a worker of `mine`, after waking its own runtime's sleepers (do_wakeup, whose fence it
 // relies on; skipped when a wakeup_one was satisfied on the caller's worker): the same
