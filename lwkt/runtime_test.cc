@@ -247,8 +247,8 @@ void wait_for_states(Runtime& rt, const std::vector<std::pair<std::string, std::
   }
 }
 
-// Regression (review): wakeup, interrupt and schedule from an OS thread outside the runtime
-// were no-ops as soon as shutdown began, so threads waiting for them, which the grace period
+// Regression (review): wakeup (lwkt::wakeup and Runtime::wakeup_one), interrupt and schedule
+// from an OS thread outside the runtime were no-ops as soon as shutdown began, so threads waiting for them, which the grace period
 // exists to let finish, were abandoned. They are accepted until the grace period ends.
 TEST(Runtime, OutsideWakeupsInterruptsAndSchedulesWorkDuringTheGracePeriod) {
   auto rt = test_runtime(2);
@@ -259,6 +259,11 @@ TEST(Runtime, OutsideWakeupsInterruptsAndSchedulesWorkDuringTheGracePeriod) {
     while (!woken.load()) (void)tsleep(&chan, 0, "outside");  // no timeout, no PCATCH
     finished.fetch_add(1);
   }, {.name = "sleeper", .worker = 0});
+  static char chan_one;  // woken by Runtime::wakeup_one from outside
+  auto one_sleeper = rt->spawn([&] {
+    while (!woken.load()) (void)tsleep(&chan_one, 0, "outside-one");
+    finished.fetch_add(1);
+  }, {.name = "one-sleeper", .worker = 1});
   auto catcher = rt->spawn([&] {
     char mine;
     int e;
@@ -270,20 +275,22 @@ TEST(Runtime, OutsideWakeupsInterruptsAndSchedulesWorkDuringTheGracePeriod) {
     testing::block_until(scheduled);
     finished.fetch_add(1);
   }, {.name = "blocked", .worker = 1});
-  ASSERT_TRUE(sleeper.ok() && catcher.ok() && blocked.ok());
-  wait_for_states(*rt, {{"sleeper", "sleep"}, {"catcher", "sleep"}, {"blocked", "blocked"}});
+  ASSERT_TRUE(sleeper.ok() && one_sleeper.ok() && catcher.ok() && blocked.ok());
+  wait_for_states(*rt, {{"sleeper", "sleep"}, {"one-sleeper", "sleep"}, {"catcher", "sleep"},
+                        {"blocked", "blocked"}});
   absl::Status st;
   std::thread stopper([&] { st = rt->shutdown(absl::Seconds(5)); });
   // Until shutdown has begun (new work is refused from then on).
   while (rt->snapshot().ok()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   woken = true;
   wakeup(&chan);
+  rt->wakeup_one(&chan_one);
   interrupt(catcher->get());
   scheduled = true;
   schedule(blocked->get());
   stopper.join();
   EXPECT_TRUE(st.ok()) << st;
-  EXPECT_EQ(finished.load(), 3);
+  EXPECT_EQ(finished.load(), 4);
   EXPECT_EQ(intr_error.load(), EINTR);
   // After the grace period these are no-ops, not crashes.
   wakeup(&chan);

@@ -732,6 +732,34 @@ TEST(Msgport, RepliesFromOutsideReachTheirOriginatorsDuringShutdown) {
   EXPECT_EQ(waitmsg_error.load(), 8);
 }
 
+// msgport.h: once the grace period has ended, a reply from outside to a thread port
+// completes the message in place with ECANCELED and wakes nobody (its originator, which
+// waited uninterruptibly, was abandoned). The port and the message live on the heap, so
+// they outlive the abandoned thread's stack.
+TEST(Msgport, AReplyFromOutsideAfterTheGracePeriodCompletesInPlace) {
+  auto rt = test_runtime(1);
+  spin_port work;  // served by this OS thread, which answers too late
+  std::atomic<thread_port*> replies{nullptr};
+  auto* r = new req;
+  thread_ref originator = spawn_on(*rt, 0, [&] {
+    replies = new thread_port;
+    lwkt_initmsg(&r->m, replies.load(), 0);
+    lwkt_sendmsg(&work, &r->m);
+    (void)lwkt_waitmsg(&r->m, 0);  // never replied in time: abandoned here
+  }, "late-reply-originator");
+  lwkt_msg* got = lwkt_waitport(&work, 0);
+  ASSERT_EQ(got, &r->m);
+  const absl::Status st = rt->shutdown(absl::Milliseconds(50));
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+  EXPECT_NE(st.message().find("late-reply-originator"), std::string::npos) << st;
+  EXPECT_TRUE(originator.abandoned());
+  lwkt_replymsg(got, 5);  // after the grace period
+  EXPECT_TRUE(lwkt_checkmsg(&r->m));
+  EXPECT_EQ(r->m.ms_error, ECANCELED);
+  delete replies.load();  // from outside: the owner's queue checks are skipped
+  delete r;
+}
+
 // Regression (review): a forward from outside the runtime, refused once shutdown began,
 // completed an asynchronous message in place; its originator, waiting on its own thread
 // port for the reply, was never woken and was abandoned. The ECANCELED now comes to that
