@@ -36,7 +36,7 @@ std::atomic<bool> g_hog_spinning{false}, g_hog_release{false}, g_hog_left{false}
 // left the original runtime on the process's list for ever, because the destructor unlists
 // what Runtime holds by then, the stand-in; every later wakeup on a worker of any runtime
 // then took the list's lock. The leaked runtime is sealed: it leaves the list at once.
-TEST(Runtime, ALeakedShutdownTakesTheRuntimeOffTheProcessList) {
+TEST(Runtime, ALeakedShutdownUnlistsTheRuntimeAndSealsItsStandIn) {
   const std::size_t before = listed_runtimes();
   {
     auto rt = test_runtime(1);
@@ -54,6 +54,15 @@ TEST(Runtime, ALeakedShutdownTakesTheRuntimeOffTheProcessList) {
     EXPECT_EQ(listed_runtimes(), before);  // sealed and leaked: off the list
     g_hog_release = true;
     while (!g_hog_left) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    // The stand-in that answers for the leaked runtime is sealed too: wakeups and schedules
+    // from outside post nothing to the stopped worker (which would still run messages).
+    static char chan;
+    const std::uint64_t messages = rt->stats().messages;
+    rt->wakeup(&chan);
+    rt->wakeup_one(&chan);
+    schedule(hog->get());
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_EQ(rt->stats().messages, messages);
     hog->reset();
   }
   EXPECT_EQ(listed_runtimes(), before);
