@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <thread>
 
 #include "lwkt/runtime.h"
 #include "lwkt/sched.h"
@@ -207,6 +208,33 @@ TEST(Fork, ChildMayCreateItsOwnRuntime) {
   });
   EXPECT_TRUE(r.exited_ok()) << r;
   EXPECT_EQ(r.err, "grandchild aborted\n");
+}
+
+// Regression (review): an OS thread of the parent that was waking sleepers from outside
+// (which walks the runtime list under its lock) when another forked left the lock held in
+// the child, where no thread would ever release it: the child's first Runtime hung. The
+// lock is now held across fork (pthread_atfork) and released on both sides.
+TEST(Fork, AChildForkedDuringWakeupsFromOutsideCanCreateARuntime) {
+#if defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "ThreadSanitizer does not support starting threads after a multithreaded fork";
+#endif
+  auto rt = testing::test_runtime(1);
+  ASSERT_NE(rt, nullptr);
+  static char chan;
+  std::atomic<bool> stop{false};
+  std::thread waker([&] {
+    while (!stop.load(std::memory_order_relaxed)) wakeup(&chan);
+  });
+  const int forks = testing::under_qemu() ? 10 : 100;
+  for (int i = 0; i < forks; ++i) {
+    child_result r = run_in_child([] {
+      auto own = Runtime::create({.workers = 1});
+      std::fputs(own.ok() ? "created\n" : "create failed\n", stderr);
+    });
+    ASSERT_TRUE(r.exited_ok() && r.err == "created\n") << "fork " << i << ": " << r;
+  }
+  stop = true;
+  waker.join();
 }
 
 // The parent's runtime took SIGUSR1 (Options::ps_signal) and SIGURG (the stall detector's
