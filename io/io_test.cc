@@ -529,7 +529,8 @@ TEST(Io, AFailedRingKickWakesTheTargetWithoutWaitingForTheKickersNextSwitch) {
     woke = true;
   }, {.name = "sleeper", .worker = 1});
   ASSERT_TRUE(sleeper.ok());
-  absl::SleepFor(absl::Milliseconds(50));  // parked by now
+  run_on(*rt, [&] { lwkt::testing::wait_until_asleep(*rt, "sleeper"); }, 0);
+  absl::SleepFor(absl::Milliseconds(50));  // worker 1, with nothing to run, has parked
   io_stats before, after;
   run_on(*rt, [&] {
     before = stats();

@@ -56,7 +56,11 @@ std::atomic<runtime_state*> forked_runtimes{nullptr};
 // Live runtimes, for lwkt::wakeup from an OS thread outside every runtime and for wakeups
 // that cross runtimes. A runtime is listed from construction until its destructor, which
 // unlists it (under the lock) after its shutdown and before freeing anything, so a waker
-// holding the lock may use it. (The list itself: runtimes(), below.)
+// holding the lock may use it. A runtime whose shutdown leaked stays listed for good (its
+// state is never freed): the thread that never reached a switch point still runs, and its
+// wakeups must reach the other runtimes (wakeup_other_runtimes trusts the count), and
+// debuggers still find it. Being sealed, it takes nothing from outside. (The list itself:
+// runtimes(), below.)
 std::mutex g_runtimes_mu;
 
 void register_fork_handler() {
@@ -252,7 +256,7 @@ void wakeup_from_outside(runtime_state* rs, const void* ident, int flags) {
   // First: a sealed runtime (the inert stand-in of a leaked one included, which has no
   // sleep masks) takes nothing.
   api_guard g(rs, api_class::kExistingWork);  // through the grace period: sleepers may finish
-  if (!g.ok()) return;
+  if (!g.ok() || !rs->slpque_cpumasks) return;
   // Only the workers that have a sleeper in ident's hash slot get the request (one message
   // each, which scans that slot): a wakeup with no sleeper in rs, the usual case of one
   // that crosses runtimes, posts nothing. The fence orders the caller's change of its
@@ -531,11 +535,11 @@ Runtime::~Runtime() {
   }
   // Shut down while still listed: wakeups from outside and from other runtimes must reach
   // this one's threads through the grace period (sleep.h). Then unlist it, before anything
-  // is freed (a leaked shutdown has unlisted the original state already, and replaced _s
-  // by a stand-in that was never listed: then this changes nothing).
+  // is freed, unless its shutdown leaked (it stays listed: see g_runtimes_mu; _s is then
+  // the stand-in, never listed).
   absl::Status st = shutdown();
   (void)st;  // shutdown() already reported abandoned threads on stderr
-  internal::unlist_runtime(rs);
+  if (!rs->leaked) internal::unlist_runtime(rs);
   runtime_state* live = _s.get();  // a leaked runtime was replaced by an inert one
   if (!live->leaked) {
     for (std::size_t i = 0; i < live->gds.size(); ++i) internal::destroy_globaldata(live, i);
@@ -733,28 +737,27 @@ absl::Status Runtime::shutdown(absl::Duration grace) {
     internal::join_monitor(rs, /*leaking=*/true);
     for (std::thread& t : rs->workers) t.detach();
     rs->shut_down = true;
-    rs->leaked = true;
-    // Sealed: nothing from outside reaches it any more, so it leaves the list now (the
-    // destructor unlists only what _s names, the stand-in below, and a leaked runtime left
-    // listed would keep every later wakeup on a worker taking g_runtimes_mu).
-    internal::unlist_runtime(rs);
+    rs->leaked = true;  // stays listed (see g_runtimes_mu); the stand-in below never is
     std::lock_guard<std::mutex> ll(internal::g_leaked_mu);
     if (!internal::g_leaked) internal::g_leaked = new std::vector<std::unique_ptr<runtime_state>>;
+    // An inert stand-in answers later calls. Filled before it replaces _s, so that a call
+    // racing this one never finds it half made (unsealed, say).
+    auto standin = std::make_unique<runtime_state>();
+    standin->stopping.store(true, std::memory_order_relaxed);
+    standin->sealed.store(true, std::memory_order_relaxed);  // wakeups and the like: no-ops
+    standin->shut_down = true;
+    standin->leaked = true;    // its gds belong to the leaked runtime: never freed here
+    standin->gds = rs->gds;    // stats() and placement() still answer (they only read)
+    standin->topo = std::move(rs->topo);  // workers use it only when they start
+    standin->workers_reason = rs->workers_reason;
+    standin->opts = rs->opts;
+    standin->shutdown_status = rs->shutdown_status;
+    standin->fork_generation = rs->fork_generation;
+    standin->stalls.store(rs->stalls.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    standin->rings_allocated.store(rs->rings_allocated.load(std::memory_order_relaxed),
+                                   std::memory_order_relaxed);
     internal::g_leaked->push_back(std::move(_s));
-    _s.reset(new runtime_state);  // an inert stand-in answers later calls
-    _s->stopping.store(true, std::memory_order_relaxed);
-    _s->sealed.store(true, std::memory_order_relaxed);  // wakeups and the like: no-ops
-    _s->shut_down = true;
-    _s->leaked = true;         // its gds belong to the leaked runtime: never freed here
-    _s->gds = rs->gds;         // stats() and placement() still answer (they only read)
-    _s->topo = std::move(rs->topo);  // workers use it only when they start
-    _s->workers_reason = rs->workers_reason;
-    _s->opts = rs->opts;
-    _s->shutdown_status = rs->shutdown_status;
-    _s->fork_generation = rs->fork_generation;
-    _s->stalls.store(rs->stalls.load(std::memory_order_relaxed), std::memory_order_relaxed);
-    _s->rings_allocated.store(rs->rings_allocated.load(std::memory_order_relaxed),
-                              std::memory_order_relaxed);
+    _s = std::move(standin);
     return rs->shutdown_status;
   }
   internal::join_monitor(rs, /*leaking=*/false);

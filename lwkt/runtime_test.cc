@@ -31,12 +31,26 @@ std::size_t listed_runtimes() {
 
 // The hog below outlives its test (its runtime is leaked to it): what it touches is static.
 std::atomic<bool> g_hog_spinning{false}, g_hog_release{false}, g_hog_left{false};
+std::atomic<bool> g_hog_go{false};  // the condition the hog's wakeup announces
 
-// Regression (review): a shutdown that leaked (a thread that never reaches a switch point)
-// left the original runtime on the process's list for ever, because the destructor unlists
-// what Runtime holds by then, the stand-in; every later wakeup on a worker of any runtime
-// then took the list's lock. The leaked runtime is sealed: it leaves the list at once.
-TEST(Runtime, ALeakedShutdownUnlistsTheRuntimeAndSealsItsStandIn) {
+// A shutdown that leaks (a thread that never reaches a switch point) leaves the runtime on
+// the process's list for good, sealed. Regression (review): unlisted, it dropped the count
+// of runtimes to 1, so a wakeup by its still-running thread skipped the other runtimes and
+// the sleeper of runtime b below was never woken. The stand-in that answers for the leaked
+// runtime is sealed too: wakeups and schedules from outside post nothing to its stopped
+// worker (which would still run messages).
+TEST(Runtime, ALeakedRuntimeStaysListedAndItsStuckThreadStillWakesOtherRuntimes) {
+  auto b = test_runtime(1);
+  std::atomic<bool> b_woke{false};
+  auto sleeper = b->spawn([&] {
+    for (;;) {
+      tsleep_interlock(&g_hog_go);
+      if (g_hog_go.load()) break;
+      tsleep(&g_hog_go, PINTERLOCKED, "from-leaked");
+    }
+    b_woke = true;
+  }, {.name = "b-sleeper"});
+  ASSERT_TRUE(sleeper.ok());
   const std::size_t before = listed_runtimes();
   {
     auto rt = test_runtime(1);
@@ -45,27 +59,35 @@ TEST(Runtime, ALeakedShutdownUnlistsTheRuntimeAndSealsItsStandIn) {
       g_hog_spinning = true;
       while (!g_hog_release.load()) {
       }
+      g_hog_go = true;
+      wakeup(&g_hog_go);  // from a worker of the leaked runtime, to b's sleeper
       g_hog_left = true;
       yield();  // reaches the stopped worker's idle thread, which keeps it
     }, {.name = "hog"});
     ASSERT_TRUE(hog.ok());
     while (!g_hog_spinning) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     EXPECT_EQ(rt->shutdown(absl::Milliseconds(10)).code(), absl::StatusCode::kFailedPrecondition);
-    EXPECT_EQ(listed_runtimes(), before);  // sealed and leaked: off the list
-    g_hog_release = true;
-    while (!g_hog_left) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    // The stand-in that answers for the leaked runtime is sealed too: wakeups and schedules
-    // from outside post nothing to the stopped worker (which would still run messages).
+    EXPECT_EQ(listed_runtimes(), before + 1);  // leaked: listed for good
     static char chan;
     const std::uint64_t messages = rt->stats().messages;
     rt->wakeup(&chan);
     rt->wakeup_one(&chan);
     schedule(hog->get());
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    EXPECT_EQ(rt->stats().messages, messages);
+    EXPECT_EQ(rt->stats().messages, messages);  // the stand-in and the leaked one: sealed
+    g_hog_release = true;
+    while (!g_hog_left) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    const absl::Time give_up = absl::Now() + absl::Seconds(10);
+    while (!b_woke && absl::Now() < give_up) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_TRUE(b_woke) << "the leaked runtime's wakeup did not reach runtime b";
     hog->reset();
   }
-  EXPECT_EQ(listed_runtimes(), before);
+  EXPECT_EQ(listed_runtimes(), before + 1);  // its destructor leaves it listed too
+  if (!b_woke) {
+    g_hog_go = true;
+    b->wakeup(&g_hog_go);
+  }
+  sleeper->join();
 }
 
 absl::Status create_status(Runtime::Options o) {

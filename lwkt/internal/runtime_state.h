@@ -134,7 +134,8 @@ class api_guard {
   bool _ok = false;
 };
 
-// Every live runtime (listed from construction until its destructor), for debuggers:
+// Every live runtime (listed from construction until its destructor; one whose shutdown
+// leaked, for good), for debuggers:
 // tools/gdb/lwkt.py reads it, then each runtime's gds and their thread lists.
 extern std::vector<runtime_state*>* g_debug_runtimes;
 
