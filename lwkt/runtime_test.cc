@@ -328,5 +328,44 @@ TEST(Runtime, OutsideWakeupsInterruptsAndSchedulesWorkDuringTheGracePeriod) {
   rt->wakeup(&chan);
 }
 
+// sched.h: from outside the runtime, deschedule keeps working through shutdown's grace
+// period (it was refused once shutdown began, with wakeups and schedules). A thread queued
+// behind a busier, better one is taken off the queue from outside during the grace period:
+// when the better one exits, it must not run until it is scheduled again.
+TEST(Runtime, OutsideDescheduleWorksDuringTheGracePeriod) {
+  auto rt = test_runtime(2);
+  std::atomic<int> runs{0};
+  std::atomic<bool> hog_stop{false};
+  auto queued = rt->spawn([&] {
+    runs.fetch_add(1);
+    testing::block_self();  // scheduled again below, then descheduled from outside
+    runs.fetch_add(1);
+  }, {.name = "queued", .worker = 1});
+  ASSERT_TRUE(queued.ok());
+  wait_for_states(*rt, {{"queued", "blocked"}});
+  auto hog = rt->spawn([&] {
+    while (!hog_stop.load()) yield();  // a switch point each pass: messages run
+  }, {.name = "better", .pri = TDPRI_KERN_DAEMON + 2, .worker = 1});
+  ASSERT_TRUE(hog.ok());
+  wait_for_states(*rt, {{"better", "run"}});
+  schedule(queued->get());  // behind the better thread: stays on the queue
+  wait_for_states(*rt, {{"queued", "runq"}});
+  absl::Status st;
+  std::thread stopper([&] { st = rt->shutdown(absl::Seconds(5)); });
+  while (rt->snapshot().ok()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  deschedule(queued->get());
+  // The deschedule is a message the better thread's next yield runs; give it time, then let
+  // the better thread go: the queued one must stay off the queue.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  hog_stop = true;
+  hog->join();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(runs.load(), 1) << "the descheduled thread ran";
+  schedule(queued->get());  // also from outside, in the grace period
+  stopper.join();
+  EXPECT_TRUE(st.ok()) << st;
+  EXPECT_EQ(runs.load(), 2);
+}
+
 }  // namespace
 }  // namespace lwkt
