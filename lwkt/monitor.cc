@@ -36,6 +36,7 @@
 #include <sys/prctl.h>
 #include <ucontext.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -244,6 +245,19 @@ std::int64_t thread_cpu_ns(pthread_t t) {
   return static_cast<std::int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
+// Nanoseconds the OS thread `tid` has spent runnable but waiting for a CPU (the second field
+// of /proc/self/task/<tid>/schedstat); -1 when the kernel does not provide it.
+std::int64_t thread_runq_wait_ns(int tid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", tid);
+  FILE* f = std::fopen(path, "re");
+  if (!f) return -1;
+  long long run = 0, wait = 0;
+  const int got = std::fscanf(f, "%lld %lld", &run, &wait);
+  std::fclose(f);
+  return got == 2 ? wait : -1;
+}
+
 // Whether the OS thread `tid` is blocked in the kernel (state S or D in
 // /proc/self/task/<tid>/stat), as opposed to running or waiting for a CPU (R).
 bool thread_blocked(int tid) {
@@ -259,17 +273,45 @@ bool thread_blocked(int tid) {
 }
 
 // A worker's sample. A candidate stall (the same value seen twice) is measured as time the
-// thread actually held the worker: the OS thread's CPU time plus the time it was seen
-// blocked in a system call. Time the kernel kept it runnable but off the CPU (an
-// oversubscribed machine, a descheduled vCPU) is not the thread's doing and does not count.
+// thread actually held the worker, running or blocked in a system call; time the kernel kept
+// its OS thread runnable but off the CPU (an oversubscribed machine, a busy neighbour) is
+// not the thread's doing and does not count. Where schedstat exists, a sample that finds
+// the thread blocked measures that exactly: the wall time since it became a candidate less
+// its run-queue wait since then (a blocked thread has no wait in progress, so schedstat's
+// count is current). A sample that finds it runnable adds the CPU time it used since the
+// last exact measure (unsampled blocked spells are then missed, never invented). A monitor
+// that was itself starved of CPU and samples late thus never over-counts. Without
+// schedstat: CPU time plus, for each sample that finds the thread blocked, the time since
+// the previous sample, at most one period.
 struct sample_state {
   std::uint64_t value = ~std::uint64_t{0};
   bool candidate = false;
   bool reported = false;
-  std::int64_t cpu0_ns = 0;      // OS thread CPU time when it became a candidate
-  std::int64_t blocked_ns = 0;   // time seen blocked since then
+  std::int64_t start_ns = 0;     // when it became a candidate
+  std::int64_t wait0_ns = -1;    // run-queue wait then (-1: no schedstat)
+  std::int64_t known_ns = 0;     // held time measured at the last exact (or estimated) point
+  std::int64_t known_cpu_ns = 0; // OS thread CPU time at that point
   std::int64_t last_ns = 0;      // the previous sample
 };
+
+// How long the candidate in `s` has held its worker (see sample_state).
+std::int64_t stalled_ns(sample_state& s, pthread_t os_thread, int tid, std::int64_t now,
+                        std::int64_t period_ns) {
+  const std::int64_t cpu = thread_cpu_ns(os_thread);
+  if (thread_blocked(tid)) {
+    const std::int64_t wait = s.wait0_ns >= 0 ? thread_runq_wait_ns(tid) : -1;
+    if (wait >= 0) {
+      s.known_ns = std::max<std::int64_t>(0, (now - s.start_ns) - (wait - s.wait0_ns));
+    } else {
+      s.known_ns += (cpu - s.known_cpu_ns) + std::min(now - s.last_ns, period_ns);
+    }
+    s.known_cpu_ns = cpu;
+    s.last_ns = now;
+    return s.known_ns;
+  }
+  s.last_ns = now;
+  return s.known_ns + std::max<std::int64_t>(0, cpu - s.known_cpu_ns);
+}
 
 void sample(monitor* m, std::vector<sample_state>& last) {
   runtime_state* rs = m->rs;
@@ -288,14 +330,13 @@ void sample(monitor* m, std::vector<sample_state>& last) {
     if (s.reported) continue;
     if (!s.candidate) {
       s.candidate = true;
-      s.cpu0_ns = thread_cpu_ns(os_thread);
+      s.start_ns = now;
+      s.wait0_ns = thread_runq_wait_ns(gd->gd_tid);
+      s.known_cpu_ns = thread_cpu_ns(os_thread);
       s.last_ns = now;
       continue;
     }
-    if (thread_blocked(gd->gd_tid)) s.blocked_ns += now - s.last_ns;
-    s.last_ns = now;
-    const std::int64_t cpu = thread_cpu_ns(os_thread);
-    const std::int64_t stalled = (cpu >= s.cpu0_ns ? cpu - s.cpu0_ns : 0) + s.blocked_ns;
+    const std::int64_t stalled = stalled_ns(s, os_thread, gd->gd_tid, now, m->period_ns);
     if (stalled < m->budget_ns) continue;
     s.reported = true;
     rs->stalls.fetch_add(1, std::memory_order_relaxed);
