@@ -130,6 +130,8 @@ class Server:
                 argv.append("--balance=handoff")
             if kind.endswith("spin50"):
                 argv.append("--idle_spin=50us")
+            if kind.endswith("nopin"):
+                argv.append("--pin=false")
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if not wait_listening(self.port, self.proc):
             err = self.proc.stderr.read().decode(errors="replace") if self.proc.poll() else ""
@@ -242,7 +244,7 @@ def run(bins, quick):
                      r["placement"] == "shared" and r["server"] == "nginx"), None)
         if peak:
             for frac in (0.5, 0.9):
-                for kind in ("httpd", "httpd-spin50", "nginx"):
+                for kind in ("httpd", "httpd-spin50", "httpd-nopin", "nginx"):
                     pad = pads["nginx fixed"] if kind == "nginx" else pads["httpd"]
                     s = Server(kind, bins, root, 2, None, pad)
                     try:
@@ -288,7 +290,9 @@ def markdown(doc):
         out += ["", "Open loop (examples/httpd/loadgen, shared placement, fixed response): "
                 "requests due at a constant rate, latency from the due time. httpd parks an "
                 "idle worker at once (its default); httpd-spin50 polls 50 us first, which "
-                "takes the CPU the client shares with it.", "",
+                "takes the CPU the client shares with it; httpd-nopin does not pin its workers "
+                "(--pin=false; nginx does not pin by default either), so the kernel may move "
+                "a woken worker off a CPU the client holds.", "",
                 "| rate | server | achieved/s | p50 us | p90 us | p99 us | p99.9 us | errors |",
                 "|---:|---|---:|---:|---:|---:|---:|---:|"]
         for r in doc["openloop"]:

@@ -3,7 +3,9 @@
 // refused (.., %2e%2e, symlinks out of the root), every error status of the limits, slow
 // clients and idle connections timed out, a client that resets mid-response, handoff
 // balancing, the stats page, drain, and 10,000 idle connections' memory.
+#include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -300,6 +302,47 @@ TEST(Httpd, StatsPageShowsTheRuntime) {
   EXPECT_NE(r.body.find("io: rings"), std::string::npos) << r.body;
   EXPECT_NE(r.body.find("conn"), std::string::npos) << r.body;  // ps lists the threads
   ::close(fd);
+}
+
+// The CPUs each worker OS thread ("lwkt w<N>") may run on, as counts.
+std::vector<int> worker_affinity_counts() {
+  std::vector<int> out;
+  DIR* d = opendir("/proc/self/task");
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream f(std::string("/proc/self/task/") + e->d_name + "/comm");
+    std::string comm;
+    if (!std::getline(f, comm) || comm.rfind("lwkt w", 0) != 0) continue;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(std::atoi(e->d_name), sizeof set, &set) == 0) out.push_back(CPU_COUNT(&set));
+  }
+  closedir(d);
+  return out;
+}
+
+// --pin: true (the default) binds each worker to one processing unit; false leaves every
+// worker free to run on any CPU the process may use.
+TEST(Httpd, PinOptionBindsOrFreesTheWorkers) {
+  cpu_set_t mine;
+  CPU_ZERO(&mine);
+  ASSERT_EQ(sched_getaffinity(0, sizeof mine, &mine), 0);
+  const int cpus = CPU_COUNT(&mine);
+  if (cpus < 2) GTEST_SKIP() << "one CPU: pinned and free are the same mask";
+  for (bool pin : {true, false}) {
+    options o;
+    o.workers = 2;
+    o.pin = pin;
+    auto s = start(o);
+    const int fd = connect_to(s->port());
+    reader rd(fd);
+    ASSERT_TRUE(send_str(fd, get("/")));
+    EXPECT_EQ(rd.next().status, 200);
+    ::close(fd);
+    const std::vector<int> counts = worker_affinity_counts();
+    ASSERT_EQ(counts.size(), 2u) << "pin=" << pin;
+    for (int c : counts) EXPECT_EQ(c, pin ? 1 : cpus) << "pin=" << pin;
+  }
 }
 
 // drain(): idle connections close at once, an in-flight response completes, no new ones.

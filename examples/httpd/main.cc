@@ -33,6 +33,7 @@ ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(5), "idle connections
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10), "on SIGINT/SIGTERM, exit within this");
 ABSL_FLAG(absl::Duration, idle_spin, absl::ZeroDuration(),
           "Runtime::Options::idle_spin: how long an idle worker polls before it parks");
+ABSL_FLAG(bool, pin, true, "Runtime::Options::pin: bind each worker to its processing unit");
 ABSL_FLAG(bool, access_log, false, "log each request to stderr");
 ABSL_FLAG(bool, stats, false, "serve GET /-/stats (ps and I/O counters)");
 
@@ -59,6 +60,7 @@ int main(int argc, char** argv) {
   o.request_timeout = absl::GetFlag(FLAGS_request_timeout);
   o.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
   o.idle_spin = absl::GetFlag(FLAGS_idle_spin);
+  o.pin = absl::GetFlag(FLAGS_pin);
   o.access_log = absl::GetFlag(FLAGS_access_log);
   o.stats = absl::GetFlag(FLAGS_stats);
 

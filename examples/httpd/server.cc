@@ -170,6 +170,7 @@ absl::StatusOr<std::unique_ptr<server>> server::start(const options& o) {
   lwkt::Runtime::Options ro;
   ro.workers = o.workers > 0 ? o.workers : lwkt::Runtime::kAutoWorkers;
   ro.idle_spin = o.idle_spin;
+  ro.pin = o.pin;
   auto rt = lwkt::Runtime::create(ro);
   if (!rt.ok()) return rt.status();
   s->rt = std::move(*rt);

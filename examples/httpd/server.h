@@ -49,6 +49,10 @@ struct options {
   // with 50 us (wrk by hand: 154.9k vs 155.2k requests/s) and a client or other process on
   // the machine keeps its CPU (docs/httpd.md: open loop p50 61 us vs 1036 us with spins).
   absl::Duration idle_spin = absl::ZeroDuration();
+  // Runtime::Options::pin: bind each worker to its processing unit (the runtime's default).
+  // A server that shares its CPUs with busy processes may do better unpinned: the kernel can
+  // then move a woken worker off a CPU another process holds (docs/httpd.md).
+  bool pin = true;
 };
 
 struct counters {
