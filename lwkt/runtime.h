@@ -122,7 +122,9 @@ class Runtime {
     int workers = kAutoWorkers;
     // OS indexes of the processing units to use; empty means all PUs the process may use.
     std::vector<int> cpus;
-    // Bind each worker OS thread to its PU with hwloc.
+    // Bind each worker OS thread to its PU with hwloc. false: the kernel places them, which
+    // can do better when other busy processes share the CPUs (a woken worker may move off a
+    // CPU another process holds; docs/httpd.md measures it).
     bool pin = true;
     // Default lwkt thread stack size (bytes, rounded up to pages; guard region extra).
     std::size_t stack_size = 64 * 1024;
