@@ -521,11 +521,7 @@ TEST(Io, AFailedRingKickWakesTheTargetWithoutWaitingForTheKickersNextSwitch) {
   give_ring(*rt, 1);  // worker 1 then parks in its ring
   std::atomic<bool> flag{false}, woke{false};
   auto sleeper = rt->spawn([&] {
-    for (;;) {
-      tsleep_interlock(&flag);
-      if (flag.load()) break;
-      tsleep(&flag, PINTERLOCKED, "flag");
-    }
+    lwkt::testing::sleep_until_set(flag, "flag");
     woke = true;
   }, {.name = "sleeper", .worker = 1});
   ASSERT_TRUE(sleeper.ok());

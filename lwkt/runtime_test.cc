@@ -43,11 +43,7 @@ TEST(Runtime, ALeakedRuntimeStaysListedAndItsStuckThreadStillWakesOtherRuntimes)
   auto b = test_runtime(1);
   std::atomic<bool> b_woke{false};
   auto sleeper = b->spawn([&] {
-    for (;;) {
-      tsleep_interlock(&g_hog_go);
-      if (g_hog_go.load()) break;
-      tsleep(&g_hog_go, PINTERLOCKED, "from-leaked");
-    }
+    testing::sleep_until_set(g_hog_go, "from-leaked");
     b_woke = true;
   }, {.name = "b-sleeper"});
   ASSERT_TRUE(sleeper.ok());

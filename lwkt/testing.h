@@ -5,6 +5,8 @@
 //   block_until(flag)            blocks the calling lwkt thread until flag is true (its
 //                                waker sets the flag, then schedules it)
 //   block_self()                 blocks the calling lwkt thread until someone schedules it
+//   sleep_until_set(flag, wmesg) tsleeps on &flag, interlocked, until flag is true (its
+//                                waker sets the flag, then wakes &flag)
 //   wait_until_asleep(rt, name, n)  the calling lwkt thread waits until n threads named
 //                                `name` are asleep in tsleep (Runtime::snapshot())
 #pragma once
@@ -66,6 +68,16 @@ inline void block_until(const std::atomic<bool>& flag) {
     schedule_self();
   }
   crit_exit();
+}
+
+// The interlocked sleep (join the sleep queue, then look): a wakeup between the look and
+// the sleep is not lost, whichever worker or OS thread it comes from (lwkt/sleep.h).
+inline void sleep_until_set(const std::atomic<bool>& flag, const char* wmesg) {
+  for (;;) {
+    tsleep_interlock(&flag);
+    if (flag.load()) return;
+    tsleep(&flag, PINTERLOCKED, wmesg);
+  }
 }
 
 inline void block_self() {
