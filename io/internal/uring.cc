@@ -220,13 +220,17 @@ unsigned reap(uring_worker* w, bool wake) {
 
 // Reaps until the kernel holds no completion back (CQ overflow with IORING_FEAT_NODROP:
 // an enter with GETEVENTS moves the held-back CQEs into the ring as it frees up).
-void reap_all(uring_worker* w, bool wake) {
-  reap(w, wake);
+unsigned reap_all(uring_worker* w, bool wake) {
+  unsigned total = reap(w, wake);
   while (kernel_flags(w) & IORING_SQ_CQ_OVERFLOW) {
     w->cq_overflows.add();
     io_uring_get_events(&w->ring);
-    if (reap(w, wake) == 0) break;
+    const unsigned n = reap(w, wake);
+    if (n == 0) break;
+    total += n;
   }
+  if (total) w->flags_futile = false;
+  return total;
 }
 
 }  // namespace
@@ -246,7 +250,12 @@ void uring_flush(worker_io* wio, bool idle) {
     io_uring_get_events(&w->ring);
     w->reaps.add();
   }
-  reap_all(w, true);
+  const bool got = reap_all(w, true) != 0;
+  // Regression (CI, asan and tsan): the flags can stay set through an enter that runs no
+  // completion; counted as "ready", they kept the idle loop flushing (940,980 enters in
+  // 300 ms) and never parking. The wait in the ring loses nothing (it enters the kernel).
+  w->flags_futile = !got && events &&
+                    (kernel_flags(w) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
   sync_busy(w, wio);
 }
 
@@ -267,6 +276,7 @@ void uring_wait(worker_io* wio, const struct timespec* timeout) {
   (void)io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, timeout ? &kts : nullptr, nullptr);
   w->unsubmitted = io_uring_sq_ready(&w->ring);
   reap_all(w, true);
+  w->flags_futile = false;  // waited: the kernel's flags count again
   sync_busy(w, wio);
   crit_exit();
 }
@@ -274,7 +284,7 @@ void uring_wait(worker_io* wio, const struct timespec* timeout) {
 bool uring_ready(worker_io* wio) {
   auto* w = static_cast<uring_worker*>(wio->state.load(std::memory_order_relaxed));
   return io_uring_cq_ready(&w->ring) > 0 ||
-         (kernel_flags(w) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
+         (!w->flags_futile && (kernel_flags(w) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)));
 }
 
 std::uint32_t uring_exit(worker_io* wio) {

@@ -76,6 +76,11 @@ struct uring_worker : worker_base {
   // CQ index below which every failed MSG_RING kick has had its eventfd fallback already
   // (uring_kick looks at new CQEs without consuming them; reap skips those it saw).
   unsigned kicks_checked = 0;
+  // The kernel's TASKRUN/CQ_OVERFLOW flags stayed set through a flush that entered the
+  // kernel for them and got no completion: uring_ready stops counting them until a
+  // completion is reaped or the worker has waited in the ring (which runs the kernel's
+  // work and sleeps), so the idle loop parks instead of flushing for ever.
+  bool flags_futile = false;
 };
 
 // Creates the worker's buffer pool (`n` buffers of `size` bytes); 0 or an errno.
